@@ -1,0 +1,77 @@
+"""The whole config and the checks that span fields or sections."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from pydantic import Field
+
+from raysae.config.base import Section
+from raysae.config.pipeline import ActivationsConfig, DataConfig, ModelConfig
+from raysae.config.run import AnalysisConfig, StoreConfig, SweepConfig, TrackingConfig
+from raysae.config.sae import SAEConfig, TrainConfig
+
+
+class RaysaeConfig(Section):
+    """Everything one raysae command needs; DESIGN.md §3."""
+
+    name: str = Field(default="raysae", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    """Run name: the run directory is `<output_dir>/<name>/` and SAE ids start with it."""
+
+    output_dir: str = "runs"
+    """Folder (or URI) that holds run directories."""
+
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    """The language model and hook point."""
+
+    data: DataConfig = Field(default_factory=DataConfig)
+    """The text corpus."""
+
+    activations: ActivationsConfig = Field(default_factory=ActivationsConfig)
+    """Activation generation and caches."""
+
+    sae: SAEConfig = Field(default_factory=SAEConfig)
+    """The SAE architecture and loss terms."""
+
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    """Optimisation and schedules."""
+
+    sweep: SweepConfig = Field(default_factory=SweepConfig)
+    """The hyperparameter sweep."""
+
+    analysis: AnalysisConfig = Field(default_factory=AnalysisConfig)
+    """Feature analysis."""
+
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    """Where analyses are stored."""
+
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    """MLflow tracking."""
+
+
+def sae_problems(sae: SAEConfig, d_in: int | None, path: str = "sae") -> Iterator[tuple[str, str]]:
+    """Checks of an SAE config that need the input width (when it is known)."""
+    d_in = sae.d_in or d_in
+    if d_in is None:
+        return
+    d_sae = sae.d_sae or sae.expansion_factor * d_in
+    if sae.architecture in ("topk", "batchtopk") and sae.k > d_sae:
+        yield f"{path}.k", f"k={sae.k} is larger than d_sae={d_sae}"
+    if sae.k_aux is not None and sae.k_aux > d_sae:
+        yield f"{path}.k_aux", f"k_aux={sae.k_aux} is larger than d_sae={d_sae}"
+
+
+def cross_field_problems(cfg: RaysaeConfig) -> Iterator[tuple[str, str]]:
+    """Checks that span several fields; each yields `(dotted_path, message)`."""
+    yield from sae_problems(cfg.sae, None)
+    t = cfg.train
+    if t.lr_warmup_fraction + t.lr_decay_fraction > 1:
+        yield (
+            "train.lr_decay_fraction",
+            f"lr_warmup_fraction + lr_decay_fraction = "
+            f"{t.lr_warmup_fraction + t.lr_decay_fraction:g} exceeds 1",
+        )
+    if t.k_anneal_start is not None and t.k_anneal_start < cfg.sae.k:
+        yield "train.k_anneal_start", f"must be >= sae.k={cfg.sae.k}, got {t.k_anneal_start}"
+    if t.batch_size > t.total_tokens:
+        yield "train.batch_size", f"batch_size={t.batch_size} exceeds total_tokens={t.total_tokens}"

@@ -1,0 +1,145 @@
+import pytest
+import yaml
+from pydantic import BaseModel
+
+from raysae.config import ConfigError, RaysaeConfig, dump_config, load_config
+
+
+def write(tmp_path, text: str):
+    path = tmp_path / "cfg.yaml"
+    path.write_text(text)
+    return path
+
+
+def problems_of(path=None, overrides=()):
+    with pytest.raises(ConfigError) as info:
+        load_config(path, overrides)
+    return dict(info.value.problems), str(info.value)
+
+
+def test_defaults_are_valid():
+    cfg = load_config()
+    assert isinstance(cfg, RaysaeConfig)
+    assert cfg.sae.architecture == "topk"
+
+
+def test_unknown_key_names_path_and_suggests(tmp_path):
+    problems, text = problems_of(write(tmp_path, "sae:\n  archtecture: topk\n"))
+    assert problems == {"sae.archtecture": "unknown key (did you mean 'architecture'?)"}
+    assert text.startswith(str(tmp_path / "cfg.yaml"))
+
+
+def test_unknown_section(tmp_path):
+    problems, _ = problems_of(write(tmp_path, "trian:\n  lr: 0.1\n"))
+    assert problems == {"trian": "unknown key (did you mean 'train'?)"}
+
+
+def test_wrong_type_names_path(tmp_path):
+    problems, text = problems_of(write(tmp_path, "sae:\n  k: fifty\n"))
+    assert problems == {"sae.k": "expected int, got 'fifty'"}
+    assert "sae.k: expected int, got 'fifty'" in text
+
+
+def test_bool_is_not_an_int(tmp_path):
+    problems, _ = problems_of(write(tmp_path, "train:\n  batch_size: true\n"))
+    assert problems == {"train.batch_size": "expected int, got True"}
+
+
+def test_bad_values_name_paths(tmp_path):
+    problems, _ = problems_of(write(tmp_path, "train:\n  lr: -0.1\nsae:\n  architecture: gated\n"))
+    assert set(problems) == {"train.lr", "sae.architecture"}
+    assert "greater than 0" in problems["train.lr"] and "-0.1" in problems["train.lr"]
+    assert "'topk'" in problems["sae.architecture"] and "'gated'" in problems["sae.architecture"]
+
+
+def test_k_larger_than_d_sae():
+    problems, _ = problems_of(overrides=["sae.d_in=16", "sae.expansion_factor=2", "sae.k=33"])
+    assert problems == {"sae.k": "k=33 is larger than d_sae=32"}
+
+
+def test_schedule_fractions_must_fit():
+    problems, _ = problems_of(overrides=["train.lr_warmup_fraction=0.5", "train.lr_decay_fraction=0.6"])
+    assert set(problems) == {"train.lr_decay_fraction"}
+
+
+def test_overrides_are_typed_and_win(tmp_path):
+    path = write(tmp_path, "sae:\n  k: 16\n")
+    cfg = load_config(path, ["sae.k=64", "train.lr=1e-3", "model.hook_point=blocks.3.hook_mlp_out"])
+    assert cfg.sae.k == 64 and cfg.train.lr == 1e-3
+    assert cfg.model.hook_point == "blocks.3.hook_mlp_out"
+
+
+def test_override_errors():
+    problems, _ = problems_of(overrides=["sae.k"])
+    assert "dotted.key=value" in problems[""]
+    problems, _ = problems_of(overrides=["sae.k=abc"])
+    assert problems == {"sae.k": "expected int, got 'abc'"}
+    problems, _ = problems_of(overrides=["name.x=1"])
+    assert problems == {"name.x": "unknown config path"}
+    problems, _ = problems_of(overrides=["sae.kk=1"])
+    assert problems == {"sae.kk": "unknown config path (did you mean 'k'?)"}
+
+
+def test_yaml_exponent_floats(tmp_path):
+    cfg = load_config(write(tmp_path, "train:\n  lr: 1e-3\n  total_tokens: 100000\n"))
+    assert cfg.train.lr == 1e-3 and cfg.train.total_tokens == 100000
+
+
+def test_missing_and_malformed_files(tmp_path):
+    problems, text = problems_of(tmp_path / "nope.yaml")
+    assert "cannot read config file" in text and "nope.yaml" in text
+    problems, text = problems_of(write(tmp_path, "sae: [unclosed\n"))
+    assert "not valid YAML" in text
+    problems, text = problems_of(write(tmp_path, "- a\n- b\n"))
+    assert "expected a mapping" in text
+
+
+def test_search_space_checks(tmp_path):
+    text = """
+sweep:
+  search_space:
+    sae.k: {grid: [16, "many"]}
+    sae.nope: {grid: [1]}
+    train.lr: {loguniform: [0.001, 0.01]}
+"""
+    problems, _ = problems_of(write(tmp_path, text))
+    assert problems == {
+        "sweep.search_space[sae.k].grid[1]": "sae.k: expected int, got 'many'",
+        "sweep.search_space[sae.nope]": "not a config path that can be swept",
+    }
+
+
+@pytest.mark.parametrize(
+    "dim, message",
+    [
+        ("{grid: []}", "grid is empty"),
+        ("{uniform: [1.0, 0.5]}", "low < high"),
+        ("{loguniform: [0.0, 1.0]}", "low > 0"),
+        ("{grid: [1], choice: [2]}", "exactly one"),
+    ],
+)
+def test_bad_search_dims(tmp_path, dim, message):
+    problems, _ = problems_of(write(tmp_path, f"sweep:\n  search_space:\n    sae.k: {dim}\n"))
+    assert message in problems["sweep.search_space[sae.k]"]
+
+
+def test_dump_round_trips_and_redacts(tmp_path):
+    cfg = load_config(None, ["store.uri=mongodb://alice:s3cret@db.example:27017/x", "sae.k=48"])
+    text = dump_config(cfg)
+    assert "s3cret" not in text and "mongodb://***@db.example:27017/x" in text
+    again = load_config(write(tmp_path, dump_config(cfg, redacted=False)))
+    assert again == cfg
+    assert yaml.safe_load(text)["sae"]["k"] == 48
+
+
+def _models(model: type[BaseModel], prefix=""):
+    for name, field in model.model_fields.items():
+        yield f"{prefix}{name}", field
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            yield from _models(ann, f"{prefix}{name}.")
+
+
+def test_every_field_has_a_description():
+    missing = [path for path, field in _models(RaysaeConfig) if not field.description]
+    assert missing == []
