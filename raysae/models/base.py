@@ -1,0 +1,185 @@
+"""The shared body of every SAE: parameters, input scaling, init, decoder constraint.
+
+Conventions (the same as SAELens 6.x, so saved weights load there unchanged):
+`W_enc [d_in, d_sae]`, `W_dec [d_sae, d_in]`, `b_enc [d_sae]`, `b_dec [d_in]`,
+and `encode(x) = act((x * s - b_dec) @ W_enc + b_enc)`, where `s` is the input
+scale (mean norm -> sqrt(d_in)). The scale is folded into the weights after
+training, so a finished SAE reads raw activations with `s = 1`.
+
+Losses are computed in normalised units (inputs times `s`) so coefficients mean
+the same on every model: `mse_loss` is the squared error summed over `d_in`
+and averaged over tokens.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from raysae.config import SAEConfig
+from raysae.models.init import geometric_median
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class ForwardOutput(NamedTuple):
+    """What `sae(x)` returns; every loss is a scalar tensor."""
+
+    reconstruction: Tensor
+    """x_hat in the units of the input."""
+    feature_acts: Tensor
+    """[batch, d_sae] feature activations."""
+    loss: Tensor
+    """mse_loss + sparsity_loss + aux_loss: what the optimiser minimises."""
+    mse_loss: Tensor
+    """Squared error summed over d_in, mean over tokens, in normalised units."""
+    sparsity_loss: Tensor
+    """Weighted L1 (standard) or L0 (jumprelu) penalty; 0 for top-k architectures."""
+    aux_loss: Tensor
+    """Weighted AuxK loss on dead latents (topk, batchtopk); 0 otherwise."""
+
+
+class SparseAutoencoder(nn.Module):
+    """Base class; subclasses set `architecture` and implement `activate`."""
+
+    architecture: ClassVar[str]
+    """Our (training) architecture name, the registry key."""
+    saelens_architecture: ClassVar[str]
+    """The SAELens inference class this SAE is saved as."""
+    unit_norm_decoder: ClassVar[bool] = True
+    """Keep decoder rows at unit norm during training (removing the parallel gradient)."""
+
+    def __init__(self, cfg: SAEConfig, d_in: int):
+        super().__init__()
+        self.cfg = cfg
+        self.d_in = d_in
+        self.d_sae = cfg.d_sae or cfg.expansion_factor * d_in
+        dtype = _DTYPES[cfg.dtype]
+        self.W_enc = nn.Parameter(torch.empty(d_in, self.d_sae, dtype=dtype))
+        self.b_enc = nn.Parameter(torch.zeros(self.d_sae, dtype=dtype))
+        self.W_dec = nn.Parameter(torch.empty(self.d_sae, d_in, dtype=dtype))
+        self.b_dec = nn.Parameter(torch.zeros(d_in, dtype=dtype))
+        # Multiplies raw inputs; 1 once folded into the weights.
+        self.register_buffer("input_scale", torch.ones((), dtype=dtype))
+        # Training tokens since each latent last fired (AuxK's dead mask).
+        self.register_buffer("tokens_since_fired", torch.zeros(self.d_sae, dtype=torch.long))
+        self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
+        self.reset_parameters()
+
+    # --- initialisation -------------------------------------------------
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """Random unit-norm decoder rows, encoder = decoder transpose, zero biases."""
+        gen = torch.Generator().manual_seed(self.cfg.seed)
+        w = torch.randn(self.d_sae, self.d_in, generator=gen, dtype=torch.float32)
+        w /= w.norm(dim=1, keepdim=True)
+        self.W_dec.copy_(w)
+        self.W_enc.copy_(w.T)
+        self.b_enc.zero_()
+        self.b_dec.zero_()
+
+    @torch.no_grad()
+    def initialize_from_batch(self, x: Tensor) -> None:
+        """Estimate the input scale and initialise `b_dec` from a first batch."""
+        x = x.to(device=self.W_enc.device, dtype=torch.float32)
+        if self.cfg.normalize_activations:
+            mean_norm = x.norm(dim=-1).mean()
+            if not torch.isfinite(mean_norm) or mean_norm <= 0:
+                raise ValueError(f"cannot normalise activations: mean norm is {mean_norm.item()}")
+            self.input_scale.fill_(self.d_in**0.5 / mean_norm.item())
+        x = x * self.input_scale.float()
+        if self.cfg.b_dec_init == "geometric_median":
+            self.b_dec.copy_(geometric_median(x))
+        elif self.cfg.b_dec_init == "mean":
+            self.b_dec.copy_(x.mean(0))
+        self.initialized.fill_(True)
+
+    # --- the forward pass --------------------------------------------------
+    def pre_activation(self, x_scaled: Tensor) -> Tensor:
+        return (x_scaled - self.b_dec) @ self.W_enc + self.b_enc
+
+    def activate(self, pre: Tensor) -> Tensor:
+        """Pre-activations -> feature activations (training or inference mode)."""
+        raise NotImplementedError
+
+    def encode(self, x: Tensor) -> Tensor:
+        """Raw activations [..., d_in] -> feature activations [..., d_sae]."""
+        return self.activate(self.pre_activation(x.to(self.W_enc.dtype) * self.input_scale))
+
+    def decode(self, feature_acts: Tensor) -> Tensor:
+        """Feature activations -> reconstruction in the units of the input."""
+        return (feature_acts @ self.W_dec + self.b_dec) / self.input_scale
+
+    def forward(self, x: Tensor, *, sparsity_scale: float = 1.0) -> ForwardOutput:
+        """Reconstruction, features and loss terms; `sparsity_scale` is the warm-up factor."""
+        x_n = x.to(self.W_enc.dtype) * self.input_scale
+        pre = self.pre_activation(x_n)
+        acts = self.activate(pre)
+        recon_n = acts @ self.W_dec + self.b_dec
+        mse = (recon_n - x_n).pow(2).sum(-1).mean()
+        sparsity = self.sparsity_loss(acts, pre) * sparsity_scale
+        aux = self.aux_loss(x_n, recon_n, pre) if self.training else mse.new_zeros(())
+        if self.training:
+            self._track_firing(acts)
+        return ForwardOutput(recon_n / self.input_scale, acts, mse + sparsity + aux, mse, sparsity, aux)
+
+    def sparsity_loss(self, acts: Tensor, pre: Tensor) -> Tensor:
+        return acts.new_zeros(())
+
+    def aux_loss(self, x_n: Tensor, recon_n: Tensor, pre: Tensor) -> Tensor:
+        return x_n.new_zeros(())
+
+    @torch.no_grad()
+    def _track_firing(self, acts: Tensor) -> None:
+        fired = (acts.reshape(-1, self.d_sae) > 0).any(0)
+        self.tokens_since_fired += acts.numel() // self.d_sae
+        self.tokens_since_fired[fired] = 0
+
+    # --- constraints and folding ----------------------------------------------
+    @torch.no_grad()
+    def remove_parallel_grad(self) -> None:
+        """Drop the gradient component along each unit-norm decoder row."""
+        if not self.unit_norm_decoder or self.W_dec.grad is None:
+            return
+        w, g = self.W_dec, self.W_dec.grad
+        g -= (g * w).sum(-1, keepdim=True) * w / w.pow(2).sum(-1, keepdim=True)
+
+    @torch.no_grad()
+    def after_optimizer_step(self) -> None:
+        """Re-impose constraints the optimiser step may have broken (unit-norm decoder rows)."""
+        if self.unit_norm_decoder:
+            self.W_dec /= self.W_dec.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+
+    @torch.no_grad()
+    def fold_input_scale(self) -> None:
+        """Fold the input scale into the weights: same features, raw inputs, scale 1."""
+        s = self.input_scale.clone()
+        if s == 1:
+            return
+        self.W_enc *= s
+        self.W_dec /= s
+        self.b_dec /= s
+        self.input_scale.fill_(1.0)
+
+    def inference_state(self) -> dict[str, Tensor]:
+        """Tensors of the SAELens checkpoint (subclasses add `threshold`)."""
+        return {"W_enc": self.W_enc, "W_dec": self.W_dec, "b_enc": self.b_enc, "b_dec": self.b_dec}
+
+    def load_inference_state(self, tensors: dict[str, Tensor]) -> None:
+        with torch.no_grad():
+            for name in ("W_enc", "W_dec", "b_enc", "b_dec"):
+                getattr(self, name).copy_(tensors[name])
+            self.input_scale.fill_(1.0)
+            self.initialized.fill_(True)
+
+    def saelens_cfg_extra(self) -> dict:
+        """Architecture-specific keys of SAELens's cfg.json."""
+        return {}
+
+    def save(self, path, **kwargs) -> None:
+        """Write this SAE in the SAELens 6.x disk format; see `raysae.checkpoint.save_sae`."""
+        from raysae.checkpoint import save_sae
+
+        save_sae(self, path, **kwargs)
