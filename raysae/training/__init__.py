@@ -1,0 +1,6 @@
+"""Training: the shared step (`SAETrainer`) and the bare loop (`fit`). No Ray here."""
+
+from raysae.training.loop import fit
+from raysae.training.step import NonFiniteLossError, SAETrainer, StepMetrics, resolve_device
+
+__all__ = ["NonFiniteLossError", "SAETrainer", "StepMetrics", "fit", "resolve_device"]

@@ -1,0 +1,107 @@
+"""One SAE's optimisation step: the piece the bare loop and the Ray Train loop share."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from raysae.config import TrainConfig
+from raysae.models import SparseAutoencoder
+from raysae.training.schedule import annealed_k, lr_factor, ramp
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss became NaN or Inf; the step was not applied."""
+
+
+class StepMetrics(NamedTuple):
+    """Per-step numbers, as tensors so that logging decides when to synchronise."""
+
+    step: int
+    tokens: int
+    lr: float
+    k: int | None
+    loss: Tensor
+    mse_loss: Tensor
+    sparsity_loss: Tensor
+    aux_loss: Tensor
+    l0: Tensor
+
+    def as_dict(self) -> dict[str, float]:
+        return {k: float(v) for k, v in self._asdict().items() if v is not None}
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+class SAETrainer:
+    """Adam, the schedules and the decoder constraint around one SAE.
+
+    `step(batch)` applies one update; `tokens_seen` and `steps` are the only
+    progress state, so a checkpoint is `state_dict()` plus the SAE's.
+    """
+
+    def __init__(self, sae: SparseAutoencoder, cfg: TrainConfig):
+        self.sae = sae
+        self.cfg = cfg
+        self.optimizer = torch.optim.Adam(
+            sae.parameters(), lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2)
+        )
+        self.tokens_seen = 0
+        self.steps = 0
+        k = getattr(sae, "k", None)
+        self.k_end = sae.cfg.k if k is not None else None
+        self.k_start = min(cfg.k_anneal_start or 4 * sae.cfg.k, sae.d_sae) if k is not None else None
+
+    @property
+    def progress(self) -> float:
+        return min(self.tokens_seen / self.cfg.total_tokens, 1.0)
+
+    @property
+    def done(self) -> bool:
+        return self.tokens_seen >= self.cfg.total_tokens
+
+    def step(self, batch: Tensor) -> StepMetrics:
+        sae, cfg, p = self.sae, self.cfg, self.progress
+        lr = cfg.lr * lr_factor(p, cfg.lr_warmup_fraction, cfg.lr_decay_fraction)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        if self.k_end is not None:
+            sae.k = annealed_k(p, self.k_start, self.k_end, cfg.k_anneal_fraction)
+        sae.train()
+        out = sae(batch, sparsity_scale=ramp(p, cfg.sparsity_warmup_fraction))
+        if not torch.isfinite(out.loss):
+            raise NonFiniteLossError(
+                f"loss is {out.loss.item()} at step {self.steps} after {self.tokens_seen} tokens "
+                f"(mse {out.mse_loss.item()}, sparsity {out.sparsity_loss.item()}, "
+                f"aux {out.aux_loss.item()}); the step was not applied"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+        sae.remove_parallel_grad()
+        if cfg.grad_clip_norm is not None:
+            torch.nn.utils.clip_grad_norm_(sae.parameters(), cfg.grad_clip_norm)
+        self.optimizer.step()
+        sae.after_optimizer_step()
+        self.steps += 1
+        self.tokens_seen += batch.shape[0]
+        detached = [t.detach() for t in (out.loss, out.mse_loss, out.sparsity_loss, out.aux_loss)]
+        l0 = (out.feature_acts.detach() > 0).sum(-1).float().mean()
+        return StepMetrics(self.steps, self.tokens_seen, lr, getattr(sae, "k", None), *detached, l0)
+
+    def state_dict(self) -> dict:
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "tokens_seen": self.tokens_seen,
+            "steps": self.steps,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.tokens_seen = state["tokens_seen"]
+        self.steps = state["steps"]
