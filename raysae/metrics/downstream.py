@@ -1,0 +1,62 @@
+"""CE-loss recovered and KL with the SAE spliced into the language model.
+
+`model` is anything with TransformerLens's `run_with_hooks(tokens, fwd_hooks=...,
+return_type="logits")`, e.g. a TransformerLens 4.x `TransformerBridge`.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def _next_token_stats(logits: Tensor, tokens: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-position next-token CE and log-probabilities, positions 0..seq-2."""
+    logp = logits[:, :-1].double().log_softmax(-1)
+    ce = -logp.gather(-1, tokens[:, 1:, None]).squeeze(-1)
+    return ce, logp
+
+
+def _kl(logp_ref: Tensor, logp: Tensor) -> Tensor:
+    return (logp_ref.exp() * (logp_ref - logp)).sum(-1)
+
+
+@torch.no_grad()
+def ce_loss_recovered(
+    model, tokens: Tensor, sae, hook_point: str, *, loss_mask: Tensor | None = None
+) -> dict[str, float]:
+    """Next-token CE of the clean model, with the SAE's reconstruction spliced in at
+    `hook_point`, and with that activation zero-ablated; plus KL(clean || spliced).
+
+    `ce_loss_recovered = (ce_zero - ce_sae) / (ce_zero - ce_clean)`: 1 means the
+    SAE loses nothing, 0 means it is as bad as deleting the activation.
+    `loss_mask` ([batch, seq - 1], bool) selects the predicted positions that count.
+    """
+    sae.eval()
+
+    def splice(act: Tensor, hook=None) -> Tensor:
+        return sae.decode(sae.encode(act)).to(act.dtype)
+
+    def zero(act: Tensor, hook=None) -> Tensor:
+        return torch.zeros_like(act)
+
+    runs = {}
+    for name, fn in (("clean", None), ("sae", splice), ("zero", zero)):
+        hooks = [(hook_point, fn)] if fn is not None else []
+        logits = model.run_with_hooks(tokens, fwd_hooks=hooks, return_type="logits")
+        runs[name] = _next_token_stats(logits, tokens)
+    mask = torch.ones_like(runs["clean"][0], dtype=torch.bool) if loss_mask is None else loss_mask
+
+    def mean(t: Tensor) -> float:
+        return float(t[mask].mean())
+
+    ce = {name: mean(stats[0]) for name, stats in runs.items()}
+    denom = ce["zero"] - ce["clean"]
+    return {
+        "ce_clean": ce["clean"],
+        "ce_sae": ce["sae"],
+        "ce_zero": ce["zero"],
+        "ce_loss_recovered": (ce["zero"] - ce["sae"]) / denom if denom != 0 else float("nan"),
+        "kl_sae": mean(_kl(runs["clean"][1], runs["sae"][1])),
+        "kl_zero": mean(_kl(runs["clean"][1], runs["zero"][1])),
+    }

@@ -1,0 +1,44 @@
+"""`evaluate(sae, batches)`: reconstruction and sparsity metrics over held-out activations."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import Tensor
+
+from raysae.metrics.reconstruction import ReconstructionStats
+from raysae.metrics.sparsity import FiringStats
+
+
+@torch.no_grad()
+def evaluate(
+    sae,
+    batches: Iterable[Tensor],
+    *,
+    dense_threshold: float = 0.1,
+    max_tokens: int | None = None,
+) -> dict[str, float]:
+    """Metrics of `sae` in eval mode over `batches` ([rows, d_in]).
+
+    Returns `mse`, `fvu`, `explained_variance`, `l0`, `dead_fraction` (features
+    that never fired over these tokens), `dense_fraction` (features firing on more
+    than `dense_threshold` of them) and `n_tokens`.
+    """
+    was_training = sae.training
+    sae.eval()
+    device = sae.W_enc.device
+    recon, firing = ReconstructionStats(), FiringStats(sae.d_sae)
+    try:
+        for batch in batches:
+            if max_tokens is not None and recon.n_tokens >= max_tokens:
+                break
+            if max_tokens is not None:
+                batch = batch[: max_tokens - recon.n_tokens]
+            x = batch.to(device)
+            acts = sae.encode(x)
+            recon.update(x, sae.decode(acts))
+            firing.update(acts)
+    finally:
+        sae.train(was_training)
+    return {**recon.result(), **firing.result(dense_threshold), "n_tokens": recon.n_tokens}

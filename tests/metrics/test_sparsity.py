@@ -1,0 +1,65 @@
+import numpy as np
+import pytest
+import torch
+
+from raysae import build_sae, evaluate
+from raysae.metrics import FiringStats, density_histogram, log_feature_density
+from tests.conftest import small_sae_config
+
+
+@pytest.fixture
+def acts():
+    gen = torch.Generator().manual_seed(0)
+    a = torch.rand(500, 40, generator=gen)
+    a[a < 0.9] = 0.0
+    a[:, :5] = 0.0  # five dead features
+    a[:, 5:8] = 1.0  # three features firing on every token
+    a[:, 8] = torch.where(torch.arange(500) < 60, 1.0, 0.0)  # 12 %: dense at 0.1
+    return a
+
+
+def test_firing_stats_match_reference(acts):
+    a = acts.numpy()
+    stats = FiringStats(40)
+    for chunk in acts.split(64):
+        stats.update(chunk)
+    result = stats.result(dense_threshold=0.1)
+    fired = a > 0
+    freq = fired.mean(0)
+    assert result["l0"] == pytest.approx(fired.sum(1).mean())
+    assert result["dead_fraction"] == pytest.approx((fired.sum(0) == 0).mean())
+    assert result["dead_fraction"] == pytest.approx(5 / 40)
+    assert result["dense_fraction"] == pytest.approx((freq > 0.1).mean())
+    np.testing.assert_allclose(stats.frequency().numpy(), freq)
+
+
+def test_merge_equals_one_window(acts):
+    whole, a, b = FiringStats(40), FiringStats(40), FiringStats(40)
+    whole.update(acts)
+    a.update(acts[:123])
+    b.update(acts[123:])
+    assert torch.equal(a.merge(b).counts, whole.counts) and a.n_tokens == 500
+
+
+def test_log_density_and_histogram():
+    freq = torch.tensor([0.0, 1e-4, 1e-2, 0.5, 1.0])
+    logd = log_feature_density(freq)
+    np.testing.assert_allclose(logd.numpy(), [-10.0, -4.0, -2.0, np.log10(0.5), 0.0], rtol=1e-6)
+    counts, edges = density_histogram(logd, bins=10)
+    ref_counts, ref_edges = np.histogram(np.clip(logd.numpy(), -10, 0), bins=10, range=(-10, 0))
+    assert counts.tolist() == ref_counts.tolist() and np.allclose(edges, ref_edges)
+    assert counts.sum() == 5
+
+
+def test_evaluate_combines_metrics(planted):
+    sae = build_sae(small_sae_config("topk"), 64)
+    batches = list(planted.batches(256, 1024))
+    m = evaluate(sae, batches)
+    assert m["n_tokens"] == 1024
+    assert m["l0"] == pytest.approx(4.0)
+    x = torch.cat(batches)
+    with torch.no_grad():
+        acts = sae.encode(x)
+    fired = (acts > 0).any(0)
+    assert m["dead_fraction"] == pytest.approx(1 - fired.float().mean().item())
+    assert evaluate(sae, batches, max_tokens=300)["n_tokens"] == 300
