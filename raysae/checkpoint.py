@@ -1,0 +1,153 @@
+"""SAE checkpoints in the SAELens 6.x disk format (DESIGN.md §4), plus `raysae.json`.
+
+A directory holds `cfg.json`, `sae_weights.safetensors` (`W_enc [d_in, d_sae]`,
+`W_dec [d_sae, d_in]`, `b_enc`, `b_dec`, and `threshold` for JumpReLU-style
+inference), `sparsity.safetensors` (log10 firing frequency per feature) and our
+own `raysae.json` (training architecture, full config, metrics, ...).
+SAELens's `SAE.load_from_disk(dir)` reads the first three as they are.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from raysae.config import RaysaeConfig, SAEConfig
+from raysae.metrics.sparsity import log_feature_density
+from raysae.models import ARCHITECTURES, SparseAutoencoder
+
+CFG_FILE = "cfg.json"
+WEIGHTS_FILE = "sae_weights.safetensors"
+SPARSITY_FILE = "sparsity.safetensors"
+RECORD_FILE = "raysae.json"
+SAELENS_FORMAT_VERSION = "6.54.12"
+"""The SAELens release whose disk format we write and test against."""
+
+
+def saelens_metadata(config: RaysaeConfig) -> dict[str, Any]:
+    """The `metadata` block of cfg.json for an SAE trained under `config`."""
+    return {
+        "model_name": config.model.name,
+        "hook_name": config.model.hook_point,
+        "context_size": config.data.context_size,
+        "prepend_bos": config.data.prepend_bos,
+        "dataset_path": config.data.path,
+    }
+
+
+def save_sae(
+    sae: SparseAutoencoder,
+    path: str | os.PathLike,
+    *,
+    config: RaysaeConfig | None = None,
+    feature_frequency: Tensor | None = None,
+    record: dict[str, Any] | None = None,
+) -> Path:
+    """Write `sae` to the directory `path`, replacing it only once everything is written.
+
+    An input scale that is not yet folded is folded into a copy first, so the
+    files always describe an SAE that reads raw activations.
+    `feature_frequency` (per feature, in [0, 1]) becomes `sparsity.safetensors`.
+    """
+    path = Path(path)
+    if float(sae.input_scale) != 1.0:
+        sae = copy.deepcopy(sae)
+        sae.fold_input_scale()
+    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    cfg = {
+        "architecture": sae.saelens_architecture,
+        "d_in": sae.d_in,
+        "d_sae": sae.d_sae,
+        "dtype": sae.cfg.dtype,
+        "device": "cpu",
+        "apply_b_dec_to_input": True,
+        "normalize_activations": "none",
+        "reshape_activations": "none",
+        **sae.saelens_cfg_extra(),
+        "metadata": {
+            "sae_lens_version": SAELENS_FORMAT_VERSION,
+            **(saelens_metadata(config) if config is not None else {}),
+        },
+    }
+    (tmp / CFG_FILE).write_text(json.dumps(cfg, indent=2))
+    tensors = {k: v.detach().cpu().contiguous() for k, v in sae.inference_state().items()}
+    save_file(tensors, str(tmp / WEIGHTS_FILE))
+    if feature_frequency is not None:
+        sparsity = log_feature_density(feature_frequency.detach().cpu())
+        save_file({"sparsity": sparsity.contiguous()}, str(tmp / SPARSITY_FILE))
+    full_record = {
+        "architecture": sae.architecture,
+        "d_in": sae.d_in,
+        "d_sae": sae.d_sae,
+        "sae": sae.cfg.model_dump(mode="json"),
+        **({"config": config.model_dump(mode="json")} if config is not None else {}),
+        **(record or {}),
+    }
+    (tmp / RECORD_FILE).write_text(json.dumps(full_record, indent=2, default=str))
+    _replace_dir(tmp, path)
+    return path
+
+
+def _replace_dir(new: Path, target: Path) -> None:
+    old = target.parent / f".{target.name}.old-{os.getpid()}"
+    if target.exists():
+        target.rename(old)
+    new.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _read_json(file: Path) -> dict[str, Any]:
+    try:
+        return json.loads(file.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{file}: missing; not an SAE checkpoint directory") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{file}: not valid JSON ({exc})") from None
+
+
+def load_sae(path: str | os.PathLike, device: str | torch.device = "cpu") -> SparseAutoencoder:
+    """Load an SAE written by `save_sae` (or a SAELens standard/topk/jumprelu checkpoint)."""
+    path = Path(path)
+    cfg = _read_json(path / CFG_FILE)
+    record_file = path / RECORD_FILE
+    if record_file.exists():
+        record = _read_json(record_file)
+        sae_cfg = SAEConfig.model_validate(record["sae"])
+    else:
+        arch = cfg.get("architecture")
+        if arch not in ARCHITECTURES or arch == "batchtopk":
+            raise ValueError(f"{path / CFG_FILE}: unsupported architecture {arch!r}")
+        fields = {"architecture": arch, "d_sae": cfg["d_sae"], "dtype": cfg.get("dtype", "float32")}
+        if "k" in cfg:
+            fields["k"] = cfg["k"]
+        sae_cfg = SAEConfig.model_validate(fields)
+    sae = ARCHITECTURES[sae_cfg.architecture](sae_cfg, int(cfg["d_in"]))
+    try:
+        tensors = load_file(str(path / WEIGHTS_FILE))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path / WEIGHTS_FILE}: missing") from None
+    expected = {k: tuple(v.shape) for k, v in sae.inference_state().items()}
+    found = {k: tuple(v.shape) for k, v in tensors.items()}
+    if found != expected:
+        raise ValueError(f"{path / WEIGHTS_FILE}: tensors {found} do not match {expected}")
+    sae.load_inference_state(tensors)
+    sae.eval()
+    return sae.to(device)
+
+
+def load_feature_frequency(path: str | os.PathLike) -> Tensor | None:
+    """10 ** sparsity from `sparsity.safetensors`, or None when the file is absent."""
+    file = Path(path) / SPARSITY_FILE
+    if not file.exists():
+        return None
+    return torch.pow(10.0, load_file(str(file))["sparsity"].double())
