@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Create .venv and install raysae into it; safe to rerun.
+#   bash scripts/install.sh         # the package and everything it runs on
+#   bash scripts/install.sh --dev   # plus pytest/ruff and SAELens (for the checkpoint-format test)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+dev=0
+[ "${1:-}" = "--dev" ] && dev=1
+python=${PYTHON:-python3.11}
+[ -x .venv/bin/python ] || "$python" -m venv .venv
+pip=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
+# torch first and pinned: on CPU machines this is the local CPU wheel; anything
+# unpinned would pull a multi-GB CUDA build. constraints.txt keeps it there.
+"${pip[@]}" torch==2.13.0
+if [ "$dev" = 1 ]; then
+  "${pip[@]}" -c constraints.txt -e '.[dev]'
+  if [ ! -d .saelens-env/sae_lens ]; then
+    # SAELens needs TransformerLens < 4, so it lives in a side folder that only the
+    # compatibility test puts on PYTHONPATH (tests/compat/saelens-requirements.txt).
+    rm -rf .saelens-env.tmp
+    "${pip[@]}" --no-deps --target .saelens-env.tmp -r tests/compat/saelens-requirements.txt
+    mv .saelens-env.tmp .saelens-env
+  fi
+else
+  "${pip[@]}" -c constraints.txt -e .
+fi
+echo "raysae installed in $(pwd)/.venv"
