@@ -1,8 +1,27 @@
+import os
+import tempfile
+
+# No hub access in tests: everything comes from the repo or from files the tests make.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("HF_HOME", tempfile.mkdtemp(prefix="raysae-hf-"))
+
 import pytest
 import torch
 
 from raysae.config import SAEConfig, TrainConfig
 from raysae.synthetic import PlantedDictionary
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One local Ray for the whole test run, never a leftover cluster."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
 
 
 @pytest.fixture(autouse=True)

@@ -22,8 +22,8 @@ class RandomModelConfig(Section):
     n_heads: int = Field(default=4, gt=0)
     """Attention heads per block."""
 
-    d_vocab: int = Field(default=512, gt=0)
-    """Vocabulary size."""
+    d_vocab: int | None = Field(default=None, gt=0)
+    """Vocabulary size; empty means the tokenizer's."""
 
     n_ctx: int = Field(default=256, gt=0)
     """Longest context the model accepts."""
@@ -38,11 +38,20 @@ class ModelConfig(Section):
     name: str = "random"
     """Hub name (e.g. `gpt2`), a local Hugging Face model directory, or `random` (tests)."""
 
-    hook_point: str = "blocks.0.hook_resid_post"
-    """TransformerLens hook point to read, e.g. `blocks.5.hook_resid_post`."""
+    hook_point: str = Field(default="blocks.0.hook_resid_post", pattern=r"^[A-Za-z_][\w.]*$")
+    """TransformerLens hook point the SAEs read, e.g. `blocks.5.hook_resid_post`."""
+
+    extra_hook_points: list[str] = Field(default_factory=list)
+    """More hook points whose caches `raysae.generate` fills in the same forward pass."""
+
+    tokenizer: str | None = None
+    """Local tokenizer directory; empty uses the model's own (required for `random`)."""
 
     dtype: FloatDType = "float32"
     """Dtype the model runs in."""
+
+    device: str = "auto"
+    """Torch device of the model actors: `auto` (cuda when the actor has a GPU), `cpu`, `cuda`."""
 
     random: RandomModelConfig = Field(default_factory=RandomModelConfig)
     """Shape of the random model; used only when `name` is `random`."""
@@ -52,7 +61,7 @@ class DataConfig(Section):
     """The text corpus and how it is cut into contexts."""
 
     path: str | None = None
-    """Local text/json/parquet file or folder, or a hub dataset name."""
+    """Local text/json/jsonl/parquet file or folder of them, or a hub dataset name."""
 
     split: str = "train"
     """Dataset split to read."""
@@ -67,7 +76,7 @@ class DataConfig(Section):
     """Start every context with the tokenizer's BOS token."""
 
     exclude_bos: bool = True
-    """Leave BOS and padding positions out of training activations."""
+    """Leave BOS positions out of training activations (contexts are packed, never padded)."""
 
     seed: int = 0
     """Seed of the document shuffle before packing."""
@@ -82,20 +91,35 @@ class ActivationsConfig(Section):
     cache_dir: str = "cache"
     """Folder (or URI) holding activation caches, shared by every trial."""
 
+    layouts: list[Literal["tokens", "contexts"]] = Field(default_factory=lambda: ["tokens"])
+    """Caches `raysae.generate` builds: `tokens` (1d rows for training), `contexts` (2d, analysis)."""
+
     n_tokens: int = Field(default=1_000_000, gt=0)
-    """Activation rows to generate for the training cache."""
+    """Activation rows in the training (`tokens`) cache."""
+
+    n_contexts: int = Field(default=256, gt=0)
+    """Contexts in the analysis (`contexts`) cache."""
+
+    shuffle_buffer_shards: int = Field(default=4, gt=0)
+    """The `tokens` layout is shuffled across contexts in buffers of this many shards."""
 
     dtype: FloatDType = "float32"
     """Dtype of the stored activations."""
 
-    shard_rows: int = Field(default=65_536, gt=0)
-    """Rows per cache shard."""
+    shard_rows: int = Field(default=32_768, gt=0)
+    """Activation rows (tokens) per cache shard; 2d shards hold shard_rows // context_size contexts."""
+
+    seed: int = 0
+    """Seed of the write-time shuffle and of the per-epoch file order."""
 
     model_batch_size: int = Field(default=8, gt=0)
     """Contexts per model forward pass."""
 
     num_actors: int = Field(default=1, gt=0)
     """Model actors in the generation pool."""
+
+    cpus_per_actor: float = Field(default=1.0, gt=0)
+    """CPUs reserved per generation actor; also its torch thread count."""
 
     num_gpus_per_actor: float = Field(default=0.0, ge=0)
     """GPUs per generation actor (0 on CPU machines, 1 on GPU nodes)."""

@@ -1,0 +1,172 @@
+"""Activation caches on disk (DESIGN.md §5): key, manifest, verification, reading.
+
+`<cache_dir>/<key>/manifest.json` + `shard-NNNNN.parquet` files. Shards are
+Parquet with Ray's tensor extension columns, so Ray Data reads them straight
+into `[rows, d_model]` batches:
+
+- layout `tokens` (1d, training): `acts` [d_model] per row, shuffled across
+  contexts at write time;
+- layout `contexts` (2d, analysis): `context_id`, `tokens` [seq], `acts` [seq, d_model].
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from raysae.activations.tokens import rows_per_context
+from raysae.config import RaysaeConfig
+
+MANIFEST = "manifest.json"
+CACHE_VERSION = 1
+
+
+class CacheError(ValueError):
+    """A cache that cannot be used as it is; the message names the file."""
+
+
+def _model_identity(cfg: RaysaeConfig) -> dict[str, Any]:
+    """What identifies the model's weights: its name, plus config/size for local dirs."""
+    m = cfg.model
+    ident: dict[str, Any] = {"name": m.name, "dtype": m.dtype, "tokenizer": m.tokenizer}
+    if m.name == "random":
+        ident["random"] = m.random.model_dump()
+    elif Path(m.name).is_dir():
+        d = Path(m.name)
+        config = d / "config.json"
+        ident["config_sha256"] = hashlib.sha256(config.read_bytes()).hexdigest() if config.exists() else None
+        ident["weights"] = sorted((p.name, p.stat().st_size) for p in d.glob("*.safetensors"))
+    return ident
+
+
+def key_inputs(cfg: RaysaeConfig, hook_point: str, layout: str) -> dict[str, Any]:
+    """Everything that changes the cached activations."""
+    d, a = cfg.data, cfg.activations
+    return {
+        "version": CACHE_VERSION,
+        "model": _model_identity(cfg),
+        "hook_point": hook_point,
+        "data": {"path": d.path, "split": d.split, "text_column": d.text_column, "seed": d.seed},
+        "context_size": d.context_size,
+        "prepend_bos": d.prepend_bos,
+        "exclude_bos": d.exclude_bos if layout == "tokens" else None,
+        "budget": a.n_tokens if layout == "tokens" else a.n_contexts,
+        "dtype": a.dtype,
+        "layout": layout,
+        "shuffle": [a.seed, a.shard_rows, a.shuffle_buffer_shards] if layout == "tokens" else None,
+    }
+
+
+def cache_key(cfg: RaysaeConfig, hook_point: str, layout: str) -> str:
+    """`<model>-<hook>-<layout>-<hash>`: readable, and different whenever the activations are."""
+    digest = hashlib.sha256(json.dumps(key_inputs(cfg, hook_point, layout), sort_keys=True).encode())
+    model = re.sub(r"[^A-Za-z0-9]+", "-", Path(cfg.model.name).name).strip("-").lower() or "model"
+    hook = re.sub(r"[^A-Za-z0-9]+", "-", hook_point).strip("-")
+    return f"{model}-{hook}-{layout}-{digest.hexdigest()[:16]}"
+
+
+def cache_dir(cfg: RaysaeConfig, hook_point: str, layout: str) -> Path:
+    return Path(cfg.activations.cache_dir) / cache_key(cfg, hook_point, layout)
+
+
+def new_manifest(cfg: RaysaeConfig, hook_point: str, layout: str) -> dict[str, Any]:
+    d = cfg.data
+    return {
+        "version": CACHE_VERSION,
+        "key": cache_key(cfg, hook_point, layout),
+        "model": cfg.model.name,
+        "hook_point": hook_point,
+        "d_model": None,
+        "dtype": cfg.activations.dtype,
+        "layout": layout,
+        "n_tokens": 0,
+        "context_size": d.context_size,
+        "prepend_bos": d.prepend_bos,
+        "rows_per_context": rows_per_context(d) if layout == "tokens" else d.context_size,
+        "dataset_path": d.path,
+        "shards": [],
+        "contexts_done": 0,
+        "generation_passes": 0,
+        "complete": False,
+        "key_inputs": key_inputs(cfg, hook_point, layout),
+    }
+
+
+def read_manifest(directory: Path) -> dict[str, Any] | None:
+    path = Path(directory) / MANIFEST
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise CacheError(f"{path}: not valid JSON ({exc})") from None
+
+
+def write_manifest(directory: Path, manifest: dict[str, Any]) -> None:
+    """Atomic: a crash leaves the previous manifest, never half of one."""
+    path = Path(directory) / MANIFEST
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(manifest, indent=1))
+    os.replace(tmp, path)
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def verify_cache(directory: str | os.PathLike, *, checksums: bool = True) -> dict[str, Any]:
+    """The manifest of a complete cache whose shards are all present and intact.
+
+    Each shard's row count and tensor shape are read from its Parquet metadata;
+    with `checksums` its sha256 is compared too. Any mismatch raises
+    `CacheError` naming the shard.
+    """
+    import pyarrow.parquet as pq
+
+    directory = Path(directory)
+    manifest = read_manifest(directory)
+    if manifest is None:
+        raise CacheError(f"{directory / MANIFEST}: missing; not an activation cache")
+    if not manifest["complete"]:
+        raise CacheError(f"{directory}: cache is incomplete; rerun `python -m raysae.generate` to finish it")
+    for shard in manifest["shards"]:
+        path = directory / shard["file"]
+        if not path.exists():
+            raise CacheError(f"cache shard {path}: missing")
+        if checksums and file_sha256(path) != shard["sha256"]:
+            raise CacheError(f"cache shard {path}: checksum mismatch (corrupted or truncated)")
+        try:
+            meta = pq.read_metadata(path)
+        except Exception as exc:
+            raise CacheError(f"cache shard {path}: unreadable ({exc})") from None
+        if meta.num_rows != shard["rows"]:
+            raise CacheError(f"cache shard {path}: {meta.num_rows} rows, manifest says {shard['rows']}")
+    return manifest
+
+
+def shard_paths(directory: str | os.PathLike, manifest: dict[str, Any]) -> list[str]:
+    return [str(Path(directory) / s["file"]) for s in manifest["shards"]]
+
+
+def read_cache(directory: str | os.PathLike, *, seed: int | None = 0, columns: list[str] | None = None):
+    """A streaming Ray Dataset over a verified cache.
+
+    With a `seed`, the file order is shuffled, and reshuffled each time the
+    dataset is executed (each epoch); `seed=None` keeps the written order.
+    """
+    import ray
+
+    manifest = verify_cache(directory)
+    shuffle = ray.data.FileShuffleConfig(seed=seed) if seed is not None else None
+    ds = ray.data.read_parquet(shard_paths(directory, manifest), columns=columns, shuffle=shuffle)
+    if seed is None:
+        ds.context.execution_options.preserve_order = True
+    return ds

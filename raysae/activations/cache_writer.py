@@ -1,0 +1,142 @@
+"""Writing one activation cache, resumably.
+
+Contexts arrive in order. The builder buffers whole contexts and, when the
+buffer is large enough, writes it out as shards (1d rows shuffled within the
+buffer), then records the shards and the number of contexts consumed in the
+manifest (atomically). An interrupted run leaves a manifest that lists only
+complete shards; rerunning deletes any stray shard file and continues from
+`contexts_done`, so no row is lost or written twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from raysae.activations.cache import CacheError, file_sha256, read_manifest, write_manifest
+from raysae.activations.generation import tensor_column, token_rows
+
+log = logging.getLogger("raysae.cache")
+
+
+class CacheBuilder:
+    """Fills one cache directory from batches of per-context activations."""
+
+    def __init__(self, directory: Path, manifest: dict[str, Any], *, column: str, n_contexts: int,
+                 n_rows: int, shard_rows: int, buffer_shards: int, seed: int):
+        self.dir = Path(directory)
+        self.column = column
+        self.n_contexts = n_contexts
+        self.n_rows = n_rows
+        self.layout = manifest["layout"]
+        self.shard_rows = shard_rows
+        self.buffer_shards = buffer_shards
+        self.seed = seed
+        existing = read_manifest(self.dir)
+        if existing is not None and existing.get("key") != manifest["key"]:
+            raise CacheError(f"{self.dir}: holds cache {existing.get('key')!r}, not {manifest['key']!r}")
+        self.manifest = existing or manifest
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._remove_stray_shards()
+        self._buffer: list[np.ndarray] = []
+        self._buffer_ids: list[np.ndarray] = []
+        self._buffer_tokens: list[np.ndarray] = []
+        self._buffered_rows = 0
+        self._buffered_contexts = 0
+        self._started = time.perf_counter()
+        self._rows_at_start = self.manifest["n_tokens"]
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.manifest["complete"])
+
+    @property
+    def contexts_done(self) -> int:
+        return int(self.manifest["contexts_done"])
+
+    def _remove_stray_shards(self) -> None:
+        listed = {s["file"] for s in self.manifest["shards"]}
+        for path in self.dir.glob("shard-*"):
+            if path.name not in listed:
+                path.unlink()
+
+    def start_pass(self) -> None:
+        self.manifest["generation_passes"] += 1
+        write_manifest(self.dir, self.manifest)
+
+    def add(self, batch: dict[str, np.ndarray]) -> None:
+        """Take the contexts of `batch` this cache does not have yet."""
+        ids = np.asarray(batch["context_id"])
+        seen = self.contexts_done + self._buffered_contexts
+        keep = (ids >= seen) & (ids < self.n_contexts)
+        if not keep.any():
+            return
+        if ids[keep][0] != seen:
+            raise CacheError(f"{self.dir}: expected context {seen} next, got {ids[keep][0]}")
+        acts = np.asarray(batch[self.column])[keep]
+        self.manifest["d_model"] = int(acts.shape[-1])
+        if self.layout == "tokens":
+            rows = token_rows({"a": acts}, "a", skip_first=self.manifest["rows_per_context"] < acts.shape[1])
+            rows = rows[: self.n_rows - self.manifest["n_tokens"] - self._buffered_rows]
+            self._buffer.append(rows)
+            self._buffered_rows += len(rows)
+        else:
+            self._buffer.append(acts)
+            self._buffer_ids.append(ids[keep])
+            self._buffer_tokens.append(np.asarray(batch["tokens"])[keep])
+            self._buffered_rows += int(keep.sum()) * acts.shape[1]
+        self._buffered_contexts += int(keep.sum())
+        if self._buffered_rows >= self.shard_rows * (self.buffer_shards if self.layout == "tokens" else 1):
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._buffered_contexts:
+            return
+        if self.layout == "tokens":
+            rows = np.concatenate(self._buffer)
+            flush_index = len(self.manifest["shards"])
+            rows = rows[np.random.default_rng([self.seed, flush_index]).permutation(len(rows))]
+            for start in range(0, len(rows), self.shard_rows):
+                self._write_shard({"acts": tensor_column(rows[start : start + self.shard_rows])})
+        else:
+            self._write_shard({
+                "context_id": pa.array(np.concatenate(self._buffer_ids)),
+                "tokens": tensor_column(np.concatenate(self._buffer_tokens)),
+                "acts": tensor_column(np.concatenate(self._buffer)),
+            })
+        self.manifest["contexts_done"] += self._buffered_contexts
+        self._buffer, self._buffer_ids, self._buffer_tokens = [], [], []
+        self._buffered_rows = self._buffered_contexts = 0
+        write_manifest(self.dir, self.manifest)
+        self._report()
+
+    def _write_shard(self, columns: dict[str, pa.Array]) -> None:
+        name = f"shard-{len(self.manifest['shards']):05d}.parquet"
+        path = self.dir / name
+        table = pa.table(columns)
+        pq.write_table(table, path, compression="none")
+        rows = table.num_rows
+        self.manifest["shards"].append({"file": name, "rows": rows, "sha256": file_sha256(path)})
+        self.manifest["n_tokens"] += rows if self.layout == "tokens" else rows * self.manifest["context_size"]
+
+    def _report(self) -> None:
+        done, total = self.manifest["contexts_done"], self.n_contexts
+        rate = (self.manifest["n_tokens"] - self._rows_at_start) / max(time.perf_counter() - self._started, 1e-9)
+        log.info("cache %s: %d/%d contexts (%.0f%%), %d shards, %.0f tokens/s",
+                 self.manifest["key"], done, total, 100 * done / total, len(self.manifest["shards"]), rate)
+
+    def finish(self) -> None:
+        self.flush()
+        if self.contexts_done < self.n_contexts:
+            raise CacheError(f"{self.dir}: generation stopped at context {self.contexts_done} of {self.n_contexts}")
+        self.manifest["complete"] = True
+        write_manifest(self.dir, self.manifest)
+        log.info("cache %s complete: %d rows in %d shards", self.manifest["key"],
+                 self.manifest["n_tokens"] if self.layout == "tokens" else self.contexts_done,
+                 len(self.manifest["shards"]))

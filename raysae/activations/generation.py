@@ -1,0 +1,96 @@
+"""Activations from token contexts on a Ray Data actor pool.
+
+Each actor loads the model once; `map_batches` feeds it `model_batch_size`
+contexts at a time and gets back, per context, its id, its tokens and the
+activations at every requested hook (`acts_0`, `acts_1`, ... in hook order).
+Output order follows input order, so caches are deterministic and resumable.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from raysae.activations.models import check_hook_points, hook_activations, load_model
+from raysae.config import ModelConfig, RaysaeConfig
+
+STORAGE_DTYPES = {"float32": np.float32, "float16": np.float16, "bfloat16": np.uint16}
+"""numpy dtypes of stored activations; bfloat16 travels as its raw 16-bit pattern."""
+
+
+def to_storage(acts: torch.Tensor, dtype: str) -> np.ndarray:
+    if dtype == "bfloat16":
+        return acts.to(torch.bfloat16).cpu().view(torch.uint16).numpy()
+    return acts.to(getattr(torch, dtype)).cpu().numpy()
+
+
+def from_storage(array, dtype: str) -> torch.Tensor:
+    """Stored activations (numpy or torch) -> a torch tensor of the cache's dtype."""
+    t = torch.as_tensor(array)
+    return t.view(torch.bfloat16) if dtype == "bfloat16" else t
+
+
+def tensor_column(array: np.ndarray) -> pa.Array:
+    from ray.data.extensions import ArrowTensorArray
+
+    return ArrowTensorArray.from_numpy(np.ascontiguousarray(array))
+
+
+def contexts_table(tokens: np.ndarray, first_id: int) -> pa.Table:
+    ids = np.arange(first_id, first_id + len(tokens), dtype=np.int64)
+    return pa.table({"context_id": ids, "tokens": tensor_column(tokens)})
+
+
+class ActivationGenerator:
+    """The Ray Data callable class: one model per actor, contexts in, activations out."""
+
+    def __init__(self, model: dict, hook_points: list[str], dtype: str, threads: int):
+        torch.set_num_threads(max(1, threads))
+        self.model = load_model(ModelConfig.model_validate(model))
+        check_hook_points(self.model, hook_points)
+        self.device = next(self.model.parameters()).device
+        self.hook_points = hook_points
+        self.dtype = dtype
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        tokens = torch.as_tensor(np.asarray(batch["tokens"]), dtype=torch.long, device=self.device)
+        acts = hook_activations(self.model, tokens, self.hook_points)
+        out = {"context_id": batch["context_id"], "tokens": batch["tokens"]}
+        for i, hook in enumerate(self.hook_points):
+            out[f"acts_{i}"] = to_storage(acts[hook], self.dtype)
+        return out
+
+
+def generation_dataset(cfg: RaysaeConfig, tokens: np.ndarray, first_id: int, hook_points: list[str]):
+    """A Ray Dataset of per-context activations for `tokens` [n, context_size]."""
+    import ray
+
+    a = cfg.activations
+    step = a.model_batch_size
+    blocks = [contexts_table(tokens[i : i + step], first_id + i) for i in range(0, len(tokens), step)]
+    ds = ray.data.from_arrow(blocks)
+    ds.context.execution_options.preserve_order = True
+    return ds.map_batches(
+        ActivationGenerator,
+        fn_constructor_kwargs={
+            "model": cfg.model.model_dump(),
+            "hook_points": hook_points,
+            "dtype": a.dtype,
+            "threads": round(a.cpus_per_actor),
+        },
+        batch_size=step,
+        batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(size=a.num_actors),
+        num_cpus=a.cpus_per_actor,
+        num_gpus=a.num_gpus_per_actor,
+        zero_copy_batch=True,
+    )
+
+
+def token_rows(batch: dict[str, np.ndarray], column: str, skip_first: bool) -> np.ndarray:
+    """[contexts, seq, d] activations -> [rows, d], without each context's BOS position."""
+    acts = np.asarray(batch[column])
+    if skip_first:
+        acts = acts[:, 1:]
+    return acts.reshape(-1, acts.shape[-1])

@@ -1,0 +1,111 @@
+"""TransformerLens 4.x models and reading their hook points.
+
+`load_model` gives a `TransformerBridge` from a hub name, a local Hugging Face
+directory, or (`random`) a tiny randomly initialised TL-native model; the
+tokenizer comes with it. `hook_activations` runs one forward pass that stops
+after the last layer any requested hook needs.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from raysae.config import ConfigError, ModelConfig
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_model_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def load_tokenizer(path: str):
+    from transformers import AutoTokenizer
+
+    if not Path(path).is_dir():
+        raise ConfigError([("model.tokenizer", f"{path} is not a local tokenizer directory")])
+    return AutoTokenizer.from_pretrained(path)
+
+
+def load_model(cfg: ModelConfig, device: str | torch.device | None = None):
+    """The model as a `TransformerBridge` in eval mode, with `.tokenizer` set."""
+    from transformer_lens.model_bridge import TransformerBridge
+
+    device = resolve_model_device(cfg.device) if device is None else torch.device(device)
+    dtype = DTYPES[cfg.dtype]
+    tokenizer = load_tokenizer(cfg.tokenizer) if cfg.tokenizer else None
+    if cfg.name == "random":
+        model = _boot_random(cfg, tokenizer)
+        model.to(device=device, dtype=dtype)
+    else:
+        local = Path(cfg.name)
+        if not local.is_dir() and (local.is_absolute() or cfg.name.startswith(".")):
+            raise ConfigError([("model.name", f"{cfg.name}: no such local model directory")])
+        try:
+            model = TransformerBridge.boot_transformers(
+                cfg.name, device=device, dtype=dtype, tokenizer=tokenizer
+            )
+        except OSError as exc:
+            raise ConfigError([("model.name", f"cannot load {cfg.name!r}: {exc}")]) from None
+    model.eval()
+    return model
+
+
+def _boot_random(cfg: ModelConfig, tokenizer):
+    from transformer_lens.config import TransformerBridgeConfig
+    from transformer_lens.model_bridge import TransformerBridge
+
+    if tokenizer is None:
+        raise ConfigError([("model.tokenizer", "a `random` model needs a tokenizer directory")])
+    r = cfg.random
+    d_vocab = r.d_vocab or len(tokenizer)
+    if d_vocab < len(tokenizer):
+        raise ConfigError(
+            [("model.random.d_vocab", f"{d_vocab} is smaller than the tokenizer's {len(tokenizer)} tokens")]
+        )
+    if r.d_model % r.n_heads:
+        raise ConfigError([("model.random.n_heads", f"must divide d_model={r.d_model}")])
+    bridge_cfg = TransformerBridgeConfig(
+        d_model=r.d_model, d_head=r.d_model // r.n_heads, n_layers=r.n_layers, n_ctx=r.n_ctx,
+        n_heads=r.n_heads, d_vocab=d_vocab, act_fn="gelu", seed=r.seed,
+    )
+    return TransformerBridge.boot_native(bridge_cfg, tokenizer=tokenizer)
+
+
+_LAYER = re.compile(r"^blocks\.(\d+)\.")
+
+
+def stop_layer(hook_points: list[str], n_layers: int) -> int | None:
+    """The `stop_at_layer` that still runs every block the hooks read (None: run all)."""
+    needed = []
+    for hook in hook_points:
+        match = _LAYER.match(hook)
+        if match is None:
+            return None  # embeddings are cheap; final-norm / unembed hooks need everything
+        needed.append(int(match.group(1)) + 1)
+    last = max(needed)
+    return None if last >= n_layers else last
+
+
+def check_hook_points(model, hook_points: list[str]) -> None:
+    unknown = [h for h in hook_points if h not in model.hook_dict]
+    if unknown:
+        near = [h for h in model.hook_dict if h.startswith(unknown[0].rsplit(".", 1)[0])][:5]
+        hint = f"; hooks there include {near}" if near else ""
+        raise ConfigError([("model.hook_point", f"{unknown[0]!r} is not a hook point of the model{hint}")])
+
+
+@torch.no_grad()
+def hook_activations(model, tokens: Tensor, hook_points: list[str]) -> dict[str, Tensor]:
+    """Activations [batch, seq, d] at each hook point from one (early-stopped) forward pass."""
+    stop = stop_layer(hook_points, model.cfg.n_layers)
+    _, cache = model.run_with_cache(
+        tokens, names_filter=list(hook_points), stop_at_layer=stop, return_cache_object=False
+    )
+    return {h: cache[h] for h in hook_points}

@@ -1,0 +1,27 @@
+"""Starting or joining Ray: the one place commands call `ray.init`."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+log = logging.getLogger("raysae.ray")
+
+
+def ensure_ray(num_cpus: int | None = None) -> None:
+    """Join the cluster in `RAY_ADDRESS` (e.g. under `ray job submit`), else start a local Ray.
+
+    A local Ray on a small machine gets at least 4 logical CPUs: Ray Data
+    needs CPU slots beside the model/training actors, or a pipeline on two
+    cores waits forever (DESIGN.md §7).
+    """
+    import ray
+
+    if ray.is_initialized():
+        return
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(log_to_driver=True)
+        return
+    cpus = num_cpus or max(4, os.cpu_count() or 1)
+    ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=True)
+    log.info("started a local Ray with %d logical CPUs", cpus)
