@@ -1,5 +1,6 @@
 """Activations: models, tokens, Ray Data generation, caches, live streaming."""
 
+from raysae.activations.batches import iter_activation_batches
 from raysae.activations.cache import (
     CacheError,
     cache_dir,
@@ -20,6 +21,7 @@ __all__ = [
     "from_storage",
     "generate_caches",
     "hook_activations",
+    "iter_activation_batches",
     "live_dataset",
     "load_model",
     "pack_contexts",

@@ -156,8 +156,14 @@ def shard_paths(directory: str | os.PathLike, manifest: dict[str, Any]) -> list[
     return [str(Path(directory) / s["file"]) for s in manifest["shards"]]
 
 
-def read_cache(directory: str | os.PathLike, *, seed: int | None = 0, columns: list[str] | None = None):
-    """A streaming Ray Dataset over a verified cache.
+def read_cache(
+    directory: str | os.PathLike,
+    *,
+    seed: int | None = 0,
+    columns: list[str] | None = None,
+    shards: slice = slice(None),
+):
+    """A streaming Ray Dataset over a verified cache (optionally a slice of its shards).
 
     With a `seed`, the file order is shuffled, and reshuffled each time the
     dataset is executed (each epoch); `seed=None` keeps the written order.
@@ -165,8 +171,11 @@ def read_cache(directory: str | os.PathLike, *, seed: int | None = 0, columns: l
     import ray
 
     manifest = verify_cache(directory)
+    paths = shard_paths(directory, manifest)[shards]
+    if not paths:
+        raise CacheError(f"{directory}: no shards in {shards} of {len(manifest['shards'])}")
     shuffle = ray.data.FileShuffleConfig(seed=seed) if seed is not None else None
-    ds = ray.data.read_parquet(shard_paths(directory, manifest), columns=columns, shuffle=shuffle)
+    ds = ray.data.read_parquet(paths, columns=columns, shuffle=shuffle)
     if seed is None:
         ds.context.execution_options.preserve_order = True
     return ds

@@ -8,6 +8,8 @@ Output order follows input order, so caches are deterministic and resumable.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pyarrow as pa
 import torch
@@ -26,8 +28,14 @@ def to_storage(acts: torch.Tensor, dtype: str) -> np.ndarray:
 
 
 def from_storage(array, dtype: str) -> torch.Tensor:
-    """Stored activations (numpy or torch) -> a torch tensor of the cache's dtype."""
-    t = torch.as_tensor(array)
+    """Stored activations (numpy or torch) -> a torch tensor of the cache's dtype.
+
+    Ray hands out read-only views of its object store; they are wrapped without a
+    copy (and never written to), hence the silenced warning.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        t = torch.as_tensor(array)
     return t.view(torch.bfloat16) if dtype == "bfloat16" else t
 
 
@@ -54,7 +62,7 @@ class ActivationGenerator:
         self.dtype = dtype
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        tokens = torch.as_tensor(np.asarray(batch["tokens"]), dtype=torch.long, device=self.device)
+        tokens = torch.tensor(np.asarray(batch["tokens"]), dtype=torch.long, device=self.device)
         acts = hook_activations(self.model, tokens, self.hook_points)
         out = {"context_id": batch["context_id"], "tokens": batch["tokens"]}
         for i, hook in enumerate(self.hook_points):

@@ -3,8 +3,15 @@ import json
 import numpy as np
 import pytest
 
-from raysae.activations import CacheError, cache_key, generate_caches, read_cache, read_manifest, verify_cache
-from raysae.activations import cache_writer
+from raysae.activations import (
+    CacheError,
+    cache_key,
+    cache_writer,
+    generate_caches,
+    read_cache,
+    read_manifest,
+    verify_cache,
+)
 
 
 def shard_sums(directory):

@@ -4,7 +4,14 @@ import numpy as np
 import pytest
 import torch
 
-from raysae.activations import generate_caches, hook_activations, load_model, pack_contexts, read_cache, stop_layer
+from raysae.activations import (
+    generate_caches,
+    hook_activations,
+    load_model,
+    pack_contexts,
+    read_cache,
+    stop_layer,
+)
 from raysae.activations.models import load_tokenizer
 from raysae.config import ConfigError
 

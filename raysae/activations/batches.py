@@ -1,0 +1,35 @@
+"""Training batches from a Ray Dataset of activation rows.
+
+Ray Data re-batching of tensor columns to a fixed row count costs more than
+the read itself, so this takes whole blocks (one cache shard or one generated
+model batch each) and cuts them into `[batch_size, d_model]` torch tensors.
+Rows were already shuffled across contexts when the cache was written and the
+file order is reshuffled per epoch, so no further shuffle is needed here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+
+from raysae.activations.generation import from_storage
+
+
+def iter_activation_batches(ds, batch_size: int, *, dtype: str = "float32",
+                            drop_last: bool = False) -> Iterator[torch.Tensor]:
+    """`[batch_size, d_model]` tensors from a dataset (or shard) with an `acts` column."""
+    pending: list[torch.Tensor] = []
+    n = 0
+    for block in ds.iter_batches(batch_size=None, batch_format="numpy"):
+        acts = from_storage(block["acts"], dtype)
+        pending.append(acts)
+        n += len(acts)
+        if n < batch_size:
+            continue
+        rows = torch.cat(pending)
+        full = (n // batch_size) * batch_size
+        yield from rows[:full].split(batch_size)
+        pending, n = [rows[full:]], n - full
+    if n and not drop_last:
+        yield torch.cat(pending)
