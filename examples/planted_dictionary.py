@@ -14,13 +14,10 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
-
-from raysae import build_sae, evaluate, fit, save_sae
+from raysae import build_sae, fit
 from raysae.cli import config_parser, run_main
 from raysae.config import load_config
-from raysae.metrics import FiringStats
-from raysae.results import run_dir, write_config, write_results
+from raysae.results import finish_sae, format_results, run_dir, write_config, write_results
 from raysae.synthetic import PlantedDictionary, recovery
 
 log = logging.getLogger("raysae.planted")
@@ -44,22 +41,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         fit(sae, data.batches(cfg.train.batch_size, cfg.train.total_tokens, seed=1), cfg.train)
         seconds = time.perf_counter() - started
         held_out = list(data.batches(4096, cfg.train.eval_tokens, seed=2))
-        metrics = evaluate(sae, held_out, dense_threshold=cfg.train.dense_threshold)
-        firing = FiringStats(sae.d_sae)
-        with torch.no_grad():
-            for x in held_out:
-                firing.update(sae.encode(x))
-        metrics["recovered_atoms"] = recovery(sae.W_dec, data.atoms, threshold=0.9)
-        sae_id = f"{cfg.name}/{arch}"
-        record = {"metrics": metrics, "tokens": cfg.train.total_tokens, "seconds": seconds}
-        save_sae(sae, out / "saes" / sae_id, config=cfg, feature_frequency=firing.frequency(), record=record)
-        rows.append({"sae_id": sae_id, "architecture": arch, "k": cfg.sae.k, **metrics,
-                     "tokens": cfg.train.total_tokens, "seconds": round(seconds, 1)})
+        found = recovery(sae.W_dec, data.atoms, threshold=0.9)
+        rows.append(finish_sae(sae, held_out, cfg, f"{cfg.name}/{arch}", seconds=seconds,
+                               extra_metrics={"recovered_atoms": found}))
     results = write_results(rows, out)
-    print(f"\n{'sae_id':<22} {'fvu':>7} {'l0':>6} {'dead':>6} {'atoms found':>11} {'seconds':>8}")
-    for r in rows:
-        print(f"{r['sae_id']:<22} {r['fvu']:>7.4f} {r['l0']:>6.2f} {r['dead_fraction']:>6.3f} "
-              f"{r['recovered_atoms']:>11.1%} {r['seconds']:>8.1f}")
+    print("\n" + format_results(rows, {"fvu": ".4f", "l0": ".2f", "dead_fraction": ".3f",
+                                       "recovered_atoms": ".1%", "seconds": ".1f"}))
     print(f"\nrun directory: {out}\nresults: {results}\ncheckpoints (SAELens format): {out / 'saes'}")
     return 0
 

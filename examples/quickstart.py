@@ -22,13 +22,18 @@ from pathlib import Path
 
 import torch
 
-from raysae import build_sae, ce_loss_recovered, evaluate, fit, save_sae
-from raysae.activations import generate_caches, iter_activation_batches, load_model, read_cache
+from raysae import build_sae, ce_loss_recovered, fit
+from raysae.activations import (
+    generate_caches,
+    iter_activation_batches,
+    load_model,
+    read_cache,
+    read_manifest,
+)
 from raysae.cli import config_parser, run_main
 from raysae.config import load_config
-from raysae.metrics import FiringStats
 from raysae.ray_runtime import ensure_ray
-from raysae.results import run_dir, write_config, write_results
+from raysae.results import finish_sae, format_results, run_dir, write_config, write_results
 
 log = logging.getLogger("raysae.quickstart")
 ARCHITECTURES = ["topk", "batchtopk", "jumprelu", "standard"]
@@ -46,6 +51,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     cache = generate_caches(base)[(base.model.hook_point, "tokens")]
     model = load_model(base.model)
     eval_tokens = torch.as_tensor(read_cache_contexts(base), dtype=torch.long)
+    splice_mask = torch.ones_like(eval_tokens, dtype=torch.bool)
+    splice_mask[:, 0] = not base.data.exclude_bos  # the SAEs never saw BOS activations
     out = run_dir(base)
     rows = []
     for arch in ARCHITECTURES:
@@ -53,31 +60,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         write_config(cfg, out)
         train = read_cache(cache, seed=cfg.activations.seed, columns=["acts"], shards=slice(0, -1))
         held_out = read_cache(cache, seed=None, columns=["acts"], shards=slice(-1, None))
-        sae = build_sae(cfg.sae, d_in=int(train.schema().base_schema.field("acts").type.shape[0]))
+        sae = build_sae(cfg.sae, d_in=read_manifest(cache)["d_model"])
         log.info("training %s: d_sae %d on %d tokens", arch, sae.d_sae, cfg.train.total_tokens)
         started = time.perf_counter()
         fit(sae, iter_activation_batches(train, cfg.train.batch_size), cfg.train)
         seconds = time.perf_counter() - started
-        held = list(iter_activation_batches(held_out, 4096))
-        metrics = evaluate(sae, held, dense_threshold=cfg.train.dense_threshold)
-        firing = FiringStats(sae.d_sae)
-        with torch.no_grad():
-            for x in held:
-                firing.update(sae.encode(x))
-        ce = ce_loss_recovered(model, eval_tokens, sae, cfg.model.hook_point, loss_mask=eval_tokens[:, 1:] >= 0)
-        metrics["ce_loss_recovered"] = ce["ce_loss_recovered"]
-        metrics["kl_sae"] = ce["kl_sae"]
-        sae_id = f"{cfg.name}/{arch}"
-        record = {"metrics": metrics, "ce": ce, "tokens": cfg.train.total_tokens, "seconds": seconds,
-                  "cache": str(cache)}
-        save_sae(sae, out / "saes" / sae_id, config=cfg, feature_frequency=firing.frequency(), record=record)
-        rows.append({"sae_id": sae_id, "architecture": arch, "k": cfg.sae.k, **metrics,
-                     "tokens": cfg.train.total_tokens, "seconds": round(seconds, 1)})
+        ce = ce_loss_recovered(model, eval_tokens, sae, cfg.model.hook_point, splice_mask=splice_mask)
+        rows.append(finish_sae(
+            sae, iter_activation_batches(held_out, 4096), cfg, f"{cfg.name}/{arch}", seconds=seconds,
+            extra_metrics={"ce_loss_recovered": ce["ce_loss_recovered"], "kl_sae": ce["kl_sae"]},
+            record={"ce": ce, "cache": str(cache)},
+        ))
     results = write_results(rows, out)
-    print(f"\n{'sae_id':<22} {'fvu':>7} {'l0':>7} {'dead':>6} {'CE rec.':>8} {'seconds':>8}")
-    for r in rows:
-        print(f"{r['sae_id']:<22} {r['fvu']:>7.4f} {r['l0']:>7.1f} {r['dead_fraction']:>6.3f} "
-              f"{r['ce_loss_recovered']:>8.3f} {r['seconds']:>8.1f}")
+    print("\n" + format_results(rows, {"fvu": ".4f", "l0": ".1f", "dead_fraction": ".3f",
+                                       "ce_loss_recovered": ".3f", "seconds": ".1f"}))
     print(f"\nactivation cache: {cache}\nrun directory: {out}\nresults: {results}\n"
           f"checkpoints (SAELens format): {out / 'saes'}")
     return 0

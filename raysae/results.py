@@ -16,6 +16,42 @@ METRIC_COLUMNS = [
 ]
 
 
+def finish_sae(
+    sae,
+    held_out: Iterable,
+    config: RaysaeConfig,
+    sae_id: str,
+    *,
+    seconds: float,
+    extra_metrics: Mapping[str, float] | None = None,
+    record: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Evaluate a trained SAE on held-out batches, save it under the run directory,
+    and return its `results.csv` row.
+    """
+    from raysae.checkpoint import save_sae
+    from raysae.metrics import evaluate_with_frequency
+
+    metrics, frequency = evaluate_with_frequency(sae, held_out, dense_threshold=config.train.dense_threshold)
+    metrics.update(extra_metrics or {})
+    tokens = config.train.total_tokens
+    full_record = {"metrics": metrics, "tokens": tokens, "seconds": seconds, **(record or {})}
+    save_sae(sae, run_dir(config) / "saes" / sae_id, config=config, feature_frequency=frequency,
+             record=full_record)
+    return {"sae_id": sae_id, "architecture": sae.architecture, "k": config.sae.k, **metrics,
+            "tokens": tokens, "seconds": round(seconds, 1)}
+
+
+def format_results(rows: Iterable[Mapping[str, Any]], columns: Mapping[str, str]) -> str:
+    """A fixed-width table of `rows`: `columns` maps a row key to its format spec."""
+    header = f"{'sae_id':<24}" + "".join(f"{key:>{max(len(key), 9) + 1}}" for key in columns)
+    lines = [header]
+    for row in rows:
+        cells = "".join(f"{format(row[k], spec):>{max(len(k), 9) + 1}}" for k, spec in columns.items())
+        lines.append(f"{row['sae_id']:<24}{cells}")
+    return "\n".join(lines)
+
+
 def run_dir(config: RaysaeConfig) -> Path:
     return Path(config.output_dir) / config.name
 

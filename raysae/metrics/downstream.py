@@ -23,7 +23,13 @@ def _kl(logp_ref: Tensor, logp: Tensor) -> Tensor:
 
 @torch.no_grad()
 def ce_loss_recovered(
-    model, tokens: Tensor, sae, hook_point: str, *, loss_mask: Tensor | None = None
+    model,
+    tokens: Tensor,
+    sae,
+    hook_point: str,
+    *,
+    loss_mask: Tensor | None = None,
+    splice_mask: Tensor | None = None,
 ) -> dict[str, float]:
     """Next-token CE of the clean model, with the SAE's reconstruction spliced in at
     `hook_point`, and with that activation zero-ablated; plus KL(clean || spliced).
@@ -31,14 +37,19 @@ def ce_loss_recovered(
     `ce_loss_recovered = (ce_zero - ce_sae) / (ce_zero - ce_clean)`: 1 means the
     SAE loses nothing, 0 means it is as bad as deleting the activation.
     `loss_mask` ([batch, seq - 1], bool) selects the predicted positions that count.
+    `splice_mask` ([batch, seq], bool) selects the positions whose activation is
+    replaced (by the reconstruction, or by zeros); e.g. leave BOS out, which SAEs
+    are not trained on. By default every position is replaced.
     """
     sae.eval()
+    keep = None if splice_mask is None else ~splice_mask.to(tokens.device)[..., None]
 
     def splice(act: Tensor, hook=None) -> Tensor:
-        return sae.decode(sae.encode(act)).to(act.dtype)
+        new = sae.decode(sae.encode(act)).to(act.dtype)
+        return new if keep is None else torch.where(keep, act, new)
 
     def zero(act: Tensor, hook=None) -> Tensor:
-        return torch.zeros_like(act)
+        return torch.zeros_like(act) if keep is None else act.masked_fill(~keep, 0)
 
     runs = {}
     for name, fn in (("clean", None), ("sae", splice), ("zero", zero)):

@@ -11,7 +11,6 @@ from raysae.metrics.reconstruction import ReconstructionStats
 from raysae.metrics.sparsity import FiringStats
 
 
-@torch.no_grad()
 def evaluate(
     sae,
     batches: Iterable[Tensor],
@@ -25,6 +24,18 @@ def evaluate(
     that never fired over these tokens), `dense_fraction` (features firing on more
     than `dense_threshold` of them) and `n_tokens`.
     """
+    return evaluate_with_frequency(sae, batches, dense_threshold=dense_threshold, max_tokens=max_tokens)[0]
+
+
+@torch.no_grad()
+def evaluate_with_frequency(
+    sae,
+    batches: Iterable[Tensor],
+    *,
+    dense_threshold: float = 0.1,
+    max_tokens: int | None = None,
+) -> tuple[dict[str, float], Tensor]:
+    """`evaluate`'s metrics and each feature's firing frequency, from one pass."""
     was_training = sae.training
     sae.eval()
     device = sae.W_enc.device
@@ -41,4 +52,5 @@ def evaluate(
             firing.update(acts)
     finally:
         sae.train(was_training)
-    return {**recon.result(), **firing.result(dense_threshold), "n_tokens": recon.n_tokens}
+    metrics = {**recon.result(), **firing.result(dense_threshold), "n_tokens": recon.n_tokens}
+    return metrics, firing.frequency()

@@ -74,3 +74,19 @@ def test_real_sae_is_between_and_mask_selects_positions(model, tokens):
         logits = model(tokens)
     ref = F.cross_entropy(logits[:, 0].double(), tokens[:, 1])
     assert first["ce_clean"] == pytest.approx(float(ref), rel=1e-6)
+
+
+def test_splice_mask_leaves_unselected_positions_alone(model, tokens):
+    nothing = torch.zeros(4, 24, dtype=torch.bool)
+    out = ce_loss_recovered(model, tokens, Zero(), HOOK, splice_mask=nothing)
+    assert out["ce_sae"] == pytest.approx(out["ce_clean"], rel=1e-9) and out["kl_sae"] == pytest.approx(0, abs=1e-9)
+    # ablating position 22 cannot change the predictions made before it (causal model)
+    last = nothing.clone()
+    last[:, 22] = True
+    early = torch.zeros(4, 23, dtype=torch.bool)
+    early[:, :22] = True
+    out = ce_loss_recovered(model, tokens, Zero(), HOOK, splice_mask=last, loss_mask=early)
+    assert out["kl_zero"] == pytest.approx(0, abs=1e-9)
+    late = ~early
+    out = ce_loss_recovered(model, tokens, Zero(), HOOK, splice_mask=last, loss_mask=late)
+    assert out["kl_zero"] > 0
