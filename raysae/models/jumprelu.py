@@ -2,7 +2,7 @@
 (Rajamanoharan et al. 2024).
 
 The step function has no useful gradient, so both the activation and the L0
-count use straight-through estimators with a rectangle kernel of width
+count use straight-through estimators (one fused autograd function) with a rectangle kernel of width
 `jumprelu_bandwidth` for the gradient with respect to the threshold. The
 threshold is a parameter in activation units (kept positive after each step),
 so the saved `threshold` is exactly the one training used.
@@ -17,43 +17,32 @@ from raysae.config import SAEConfig
 from raysae.models.base import SparseAutoencoder
 
 
-def _rectangle(u: Tensor) -> Tensor:
-    return (u.abs() < 0.5).to(u.dtype)
+class JumpReLUWithL0(torch.autograd.Function):
+    """JumpReLU activations and the per-token L0, with their straight-through gradients.
 
-
-class JumpReLUFunction(torch.autograd.Function):
-    """pre * 1[pre > threshold]; d/dthreshold = -(threshold / bw) * K((pre - threshold) / bw)."""
+    forward: acts = pre * 1[pre > threshold], l0 = sum over latents of 1[pre > threshold].
+    backward (K = rectangle kernel of width `bandwidth`, u = (pre - threshold) / bandwidth):
+    d acts / d pre = 1[pre > threshold]; d acts / d threshold = -(threshold / bandwidth) K(u);
+    d l0 / d pre = 0; d l0 / d threshold = -(1 / bandwidth) K(u).
+    One function for both so the kernel window is computed once per step.
+    """
 
     @staticmethod
-    def forward(ctx, pre: Tensor, threshold: Tensor, bandwidth: float) -> Tensor:
+    def forward(ctx, pre: Tensor, threshold: Tensor, bandwidth: float) -> tuple[Tensor, Tensor]:
+        mask = pre > threshold
         ctx.save_for_backward(pre, threshold)
         ctx.bandwidth = bandwidth
-        return pre * (pre > threshold).to(pre.dtype)
+        return pre * mask, mask.sum(-1, dtype=pre.dtype)
 
     @staticmethod
-    def backward(ctx, grad: Tensor):
+    def backward(ctx, grad_acts: Tensor, grad_l0: Tensor):
         pre, threshold = ctx.saved_tensors
         bw = ctx.bandwidth
-        grad_pre = grad * (pre > threshold).to(grad.dtype)
-        grad_threshold = -(threshold / bw) * _rectangle((pre - threshold) / bw) * grad
-        return grad_pre, grad_threshold.reshape(-1, threshold.shape[-1]).sum(0), None
-
-
-class StepFunction(torch.autograd.Function):
-    """1[pre > threshold]; d/dthreshold = -(1 / bw) * K((pre - threshold) / bw), none to pre."""
-
-    @staticmethod
-    def forward(ctx, pre: Tensor, threshold: Tensor, bandwidth: float) -> Tensor:
-        ctx.save_for_backward(pre, threshold)
-        ctx.bandwidth = bandwidth
-        return (pre > threshold).to(pre.dtype)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        pre, threshold = ctx.saved_tensors
-        bw = ctx.bandwidth
-        grad_threshold = -(1.0 / bw) * _rectangle((pre - threshold) / bw) * grad
-        return None, grad_threshold.reshape(-1, threshold.shape[-1]).sum(0), None
+        grad_pre = grad_acts * (pre > threshold)
+        window = (pre - threshold).abs_() < bw / 2
+        per_entry = torch.addcmul(grad_l0[..., None], threshold, grad_acts) * window
+        grad_threshold = per_entry.reshape(-1, threshold.shape[-1]).sum(0) / -bw
+        return grad_pre, grad_threshold, None
 
 
 class JumpReLUSAE(SparseAutoencoder):
@@ -68,11 +57,12 @@ class JumpReLUSAE(SparseAutoencoder):
         )
 
     def activate(self, pre: Tensor) -> Tensor:
-        return JumpReLUFunction.apply(pre, self.threshold, self.cfg.jumprelu_bandwidth)
+        acts, self._l0 = JumpReLUWithL0.apply(pre, self.threshold, self.cfg.jumprelu_bandwidth)
+        return acts
 
     def sparsity_loss(self, acts: Tensor, pre: Tensor) -> Tensor:
-        l0 = StepFunction.apply(pre, self.threshold, self.cfg.jumprelu_bandwidth).sum(-1).mean()
-        return self.cfg.l0_coefficient * l0
+        # `forward` calls this right after `activate` on the same pre-activations.
+        return self.cfg.l0_coefficient * self._l0.mean()
 
     @torch.no_grad()
     def after_optimizer_step(self) -> None:

@@ -2,15 +2,16 @@
 
 import torch
 
-from raysae.models.jumprelu import JumpReLUFunction, StepFunction
+from raysae.models.jumprelu import JumpReLUWithL0
 
 
 def test_jumprelu_forward_and_gradients():
     pre = torch.tensor([[0.10, 0.52, 0.48, 2.0], [0.56, 0.3, 0.5, -1.0]], requires_grad=True)
     theta = torch.tensor([0.5, 0.5, 0.5, 0.5], requires_grad=True)
     bw = 0.1
-    out = JumpReLUFunction.apply(pre, theta, bw)
+    out, l0 = JumpReLUWithL0.apply(pre, theta, bw)
     assert torch.equal(out.detach(), torch.tensor([[0.0, 0.52, 0.0, 2.0], [0.56, 0.0, 0.0, 0.0]]))
+    assert torch.equal(l0.detach(), torch.tensor([2.0, 1.0]))
     out.sum().backward()
     # d out / d pre = 1[pre > theta]
     assert torch.equal(pre.grad, torch.tensor([[0.0, 1.0, 0.0, 1.0], [1.0, 0.0, 0.0, 0.0]]))
@@ -19,13 +20,25 @@ def test_jumprelu_forward_and_gradients():
     torch.testing.assert_close(theta.grad, -(0.5 / bw) * in_window)
 
 
-def test_step_gradients_only_reach_threshold():
-    pre = torch.tensor([[0.46, 0.9], [0.54, 0.2]], requires_grad=True)
+def test_l0_gradients_only_reach_threshold():
+    pre = torch.tensor([[0.46, 0.9], [0.54, 0.27]], requires_grad=True)
     theta = torch.tensor([0.5, 0.25], requires_grad=True)
     bw = 0.1
-    out = StepFunction.apply(pre, theta, bw)
-    assert torch.equal(out.detach(), torch.tensor([[0.0, 1.0], [1.0, 0.0]]))
-    (out * torch.tensor([[1.0, 1.0], [2.0, 1.0]])).sum().backward()
-    assert pre.grad is None or torch.count_nonzero(pre.grad) == 0
-    # column 0: both rows in the window, weights 1 and 2; column 1: row 1 in the window
-    torch.testing.assert_close(theta.grad, torch.tensor([-(1 / bw) * 3, -(1 / bw) * 1]))
+    _, l0 = JumpReLUWithL0.apply(pre, theta, bw)
+    assert torch.equal(l0.detach(), torch.tensor([1.0, 2.0]))
+    (l0 * torch.tensor([1.0, 2.0])).sum().backward()
+    assert torch.count_nonzero(pre.grad) == 0
+    # column 0: both rows in the window (weights 1 and 2); column 1: only row 1 (weight 2)
+    torch.testing.assert_close(theta.grad, torch.tensor([-(1 / bw) * 3, -(1 / bw) * 2]))
+
+
+def test_both_outputs_combine():
+    gen = torch.Generator().manual_seed(0)
+    pre = (0.5 + 0.05 * torch.randn(64, 8, generator=gen)).requires_grad_()
+    theta = torch.full((8,), 0.5, requires_grad=True)
+    bw = 0.05
+    acts, l0 = JumpReLUWithL0.apply(pre, theta, bw)
+    (acts.sum() + 3.0 * l0.sum()).backward()
+    window = ((pre.detach() - 0.5).abs() < bw / 2).float()
+    expected = -(window * (0.5 + 3.0)).sum(0) / bw
+    torch.testing.assert_close(theta.grad, expected)
