@@ -39,7 +39,7 @@ from raysae.activations import (
 )
 from raysae.activations.cache import shard_paths
 from raysae.activations.generation import generation_dataset
-from raysae.activations.pipeline import _tokenizer
+from raysae.activations.pipeline import tokenizer_for
 from raysae.activations.tokens import pack_contexts
 from raysae.config import load_config
 from raysae.ray_runtime import ensure_ray
@@ -98,7 +98,7 @@ def main() -> None:
     p.add_argument("--cache-shards", type=int, default=8, help="shards in the cache written and read")
     args = p.parse_args()
     cfg = load_config(args.config)
-    tokens = pack_contexts(cfg.data, _tokenizer(cfg), args.contexts)
+    tokens = pack_contexts(cfg.data, tokenizer_for(cfg), args.contexts)
     cores = os.cpu_count() or 1
     print(f"# {platform.machine()}, {cores} cores, torch {torch.__version__}; {cfg.model.name} "
           f"{cfg.model.hook_point}, {args.contexts} contexts x {cfg.data.context_size} tokens, "

@@ -81,10 +81,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def read_cache_contexts(cfg, n: int = 8):
     """A few token contexts for the CE-loss evaluation, from the corpus the cache came from."""
-    from raysae.activations.pipeline import _tokenizer
+    from raysae.activations.pipeline import tokenizer_for
     from raysae.activations.tokens import pack_contexts
 
-    return pack_contexts(cfg.data, _tokenizer(cfg), n)
+    return pack_contexts(cfg.data, tokenizer_for(cfg), n)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,12 @@ from raysae.activations.cache import (
 )
 from raysae.activations.generation import from_storage
 from raysae.activations.models import hook_activations, load_model, stop_layer
-from raysae.activations.pipeline import generate_caches, live_dataset, training_dataset
+from raysae.activations.pipeline import (
+    generate_caches,
+    live_dataset,
+    tokenizer_for,
+    training_dataset,
+)
 from raysae.activations.tokens import pack_contexts
 
 __all__ = [
@@ -28,6 +33,7 @@ __all__ = [
     "read_cache",
     "read_manifest",
     "stop_layer",
+    "tokenizer_for",
     "training_dataset",
     "verify_cache",
 ]

@@ -122,12 +122,21 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+_VERIFIED: dict[str, tuple] = {}
+"""Caches whose checksums this process has checked, with the file stamps they had then."""
+
+
+def _stamps(directory: Path, manifest: dict[str, Any]) -> tuple:
+    files = [directory / MANIFEST] + [directory / s["file"] for s in manifest["shards"]]
+    return tuple((f.stat().st_size, f.stat().st_mtime_ns) if f.exists() else None for f in files)
+
+
 def verify_cache(directory: str | os.PathLike, *, checksums: bool = True) -> dict[str, Any]:
     """The manifest of a complete cache whose shards are all present and intact.
 
-    Each shard's row count and tensor shape are read from its Parquet metadata;
-    with `checksums` its sha256 is compared too. Any mismatch raises
-    `CacheError` naming the shard.
+    Each shard's row count is read from its Parquet metadata; with `checksums`
+    its sha256 is compared too (once per process while no file's size or
+    modification time changes). Any mismatch raises `CacheError` naming the shard.
     """
     import pyarrow.parquet as pq
 
@@ -137,6 +146,9 @@ def verify_cache(directory: str | os.PathLike, *, checksums: bool = True) -> dic
         raise CacheError(f"{directory / MANIFEST}: missing; not an activation cache")
     if not manifest["complete"]:
         raise CacheError(f"{directory}: cache is incomplete; rerun `python -m raysae.generate` to finish it")
+    stamps = _stamps(directory, manifest)
+    if _VERIFIED.get(str(directory.resolve())) == stamps:
+        return manifest
     for shard in manifest["shards"]:
         path = directory / shard["file"]
         if not path.exists():
@@ -149,6 +161,8 @@ def verify_cache(directory: str | os.PathLike, *, checksums: bool = True) -> dic
             raise CacheError(f"cache shard {path}: unreadable ({exc})") from None
         if meta.num_rows != shard["rows"]:
             raise CacheError(f"cache shard {path}: {meta.num_rows} rows, manifest says {shard['rows']}")
+    if checksums:
+        _VERIFIED[str(directory.resolve())] = stamps
     return manifest
 
 

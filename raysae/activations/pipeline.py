@@ -5,12 +5,12 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from raysae.activations.cache import cache_dir, new_manifest, read_cache, verify_cache
+from raysae.activations.cache import cache_dir, new_manifest, read_cache
 from raysae.activations.cache_writer import CacheBuilder
 from raysae.activations.generation import generation_dataset, token_rows
 from raysae.activations.models import load_tokenizer
 from raysae.activations.tokens import contexts_for_tokens, pack_contexts, rows_per_context
-from raysae.config import RaysaeConfig
+from raysae.config import ConfigError, RaysaeConfig
 
 log = logging.getLogger("raysae.generate")
 
@@ -19,11 +19,12 @@ def hook_points(cfg: RaysaeConfig) -> list[str]:
     return [cfg.model.hook_point, *[h for h in cfg.model.extra_hook_points if h != cfg.model.hook_point]]
 
 
-def _tokenizer(cfg: RaysaeConfig):
+def tokenizer_for(cfg: RaysaeConfig):
+    """The tokenizer the model's actors use, loaded in the driver for packing contexts."""
     if cfg.model.tokenizer:
         return load_tokenizer(cfg.model.tokenizer)
     if cfg.model.name == "random":
-        return load_tokenizer("")  # raises the config error naming model.tokenizer
+        raise ConfigError([("model.tokenizer", "a `random` model needs a tokenizer directory")])
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(cfg.model.name)
@@ -62,7 +63,7 @@ def generate_caches(cfg: RaysaeConfig) -> dict[tuple[str, str], Path]:
         start = min(b.contexts_done for b in todo)
         if start:
             log.info("resuming %s caches from context %d of %d", layout, start, n_contexts)
-        tokenizer = tokenizer or _tokenizer(cfg)
+        tokenizer = tokenizer or tokenizer_for(cfg)
         tokens = pack_contexts(cfg.data, tokenizer, n_contexts)
         for b in todo:
             b.start_pass()
@@ -78,7 +79,7 @@ def generate_caches(cfg: RaysaeConfig) -> dict[tuple[str, str], Path]:
 def live_dataset(cfg: RaysaeConfig):
     """Training rows (`acts` [d_model]) generated on the fly, never touching disk."""
     n_contexts = contexts_needed(cfg, "tokens")
-    tokens = pack_contexts(cfg.data, _tokenizer(cfg), n_contexts)
+    tokens = pack_contexts(cfg.data, tokenizer_for(cfg), n_contexts)
     skip = rows_per_context(cfg.data) < cfg.data.context_size
     ds = generation_dataset(cfg, tokens, 0, [cfg.model.hook_point])
     ds = ds.map_batches(lambda b: {"acts": token_rows(b, "acts_0", skip)}, batch_size=None,
@@ -94,5 +95,4 @@ def training_dataset(cfg: RaysaeConfig, *, seed: int | None = None):
     if cfg.activations.source == "live":
         return live_dataset(cfg)
     directory = cache_dir(cfg, cfg.model.hook_point, "tokens")
-    verify_cache(directory)
     return read_cache(directory, seed=cfg.activations.seed if seed is None else seed, columns=["acts"])

@@ -66,6 +66,17 @@ def test_interrupted_generation_resumes_exactly(tiny_config, ray_local, tmp_path
     assert not (partial / "shard-99999.parquet").exists()
 
 
+def test_corruption_after_a_good_verification_is_caught(tiny_config, ray_local):
+    (directory,) = generate_caches(tiny_config()).values()
+    verify_cache(directory)  # checked once and remembered ...
+    shard = sorted(directory.glob("shard-*.parquet"))[0]
+    data = bytearray(shard.read_bytes())
+    data[200] ^= 0xFF
+    shard.write_bytes(bytes(data))  # ... until a shard changes (same size, new mtime)
+    with pytest.raises(CacheError, match=f"cache shard {shard}: checksum mismatch"):
+        verify_cache(directory)
+
+
 def test_bad_shards_are_named(tiny_config, ray_local):
     (directory,) = generate_caches(tiny_config()).values()
     shard = sorted(directory.glob("shard-*.parquet"))[1]
