@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 from collections.abc import Callable, Sequence
 
@@ -25,15 +26,43 @@ def load_from_args(args: argparse.Namespace) -> RaysaeConfig:
     return load_config(args.config, args.overrides)
 
 
+USER_ERRORS = (ConfigError, FileNotFoundError, ValueError)
+"""Exceptions that mean bad input: reported in one paragraph, exit code 2."""
+
+
+_RAISED_IN_ACTOR = re.compile(r"^raysae\.[\w.]+Error: (.+)$", re.M)
+
+
+def user_error(exc: BaseException) -> BaseException | str | None:
+    """The bad-input error behind `exc`, also when a Ray worker raised it and Ray wrapped it."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if type(exc).__name__ == "ActorDiedError":
+            # An actor whose constructor raised (e.g. an unknown hook point) reaches the
+            # driver only as text inside ActorDiedError; recover our message from it.
+            found = _RAISED_IN_ACTOR.findall(str(exc))
+            if found:
+                return found[-1]
+        cause = getattr(exc, "cause", None)  # ray.exceptions.RayTaskError
+        if isinstance(cause, BaseException):
+            exc = cause
+            continue
+        if isinstance(exc, USER_ERRORS) and type(exc).__module__.split(".")[0] in ("raysae", "builtins"):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 def run_main(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> None:
     """Run a command; bad input exits 2 with a one-paragraph message, not a traceback."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     try:
         code = main(argv)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except Exception as exc:
+        bad_input = user_error(exc)
+        if bad_input is None:
+            raise
+        print(f"error: {bad_input}", file=sys.stderr)
         sys.exit(2)
     sys.exit(code or 0)

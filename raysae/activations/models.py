@@ -8,6 +8,7 @@ after the last layer any requested hook needs.
 
 from __future__ import annotations
 
+import difflib
 import re
 from pathlib import Path
 
@@ -96,8 +97,8 @@ def stop_layer(hook_points: list[str], n_layers: int) -> int | None:
 def check_hook_points(model, hook_points: list[str]) -> None:
     unknown = [h for h in hook_points if h not in model.hook_dict]
     if unknown:
-        near = [h for h in model.hook_dict if h.startswith(unknown[0].rsplit(".", 1)[0])][:5]
-        hint = f"; hooks there include {near}" if near else ""
+        near = difflib.get_close_matches(unknown[0], list(model.hook_dict), n=3, cutoff=0.6)
+        hint = f"; did you mean {', '.join(near)}?" if near else ""
         raise ConfigError([("model.hook_point", f"{unknown[0]!r} is not a hook point of the model{hint}")])
 
 

@@ -40,3 +40,8 @@ class ConfigError(ValueError):
             lines = [f"  {p}: {m}" if p else f"  {m}" for p, m in problems]
             text = f"{where}{len(problems)} problems in the config\n" + "\n".join(lines)
         super().__init__(text)
+
+    def __reduce__(self):
+        # Rebuild from the problems, not the text, so the error survives pickling
+        # (e.g. raised inside a Ray actor and re-raised in the driver).
+        return (type(self), (self.problems, self.source))
