@@ -82,7 +82,7 @@ class CacheBuilder:
         acts = np.asarray(batch[self.column])[keep]
         self.manifest["d_model"] = int(acts.shape[-1])
         if self.layout == "tokens":
-            rows = token_rows({"a": acts}, "a", skip_first=self.manifest["rows_per_context"] < acts.shape[1])
+            rows = token_rows(acts, skip_first=self.manifest["rows_per_context"] < acts.shape[1])
             rows = rows[: self.n_rows - self.manifest["n_tokens"] - self._buffered_rows]
             self._buffer.append(rows)
             self._buffered_rows += len(rows)

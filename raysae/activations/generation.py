@@ -16,15 +16,14 @@ import torch
 
 from raysae.activations.models import check_hook_points, hook_activations, load_model
 from raysae.config import ModelConfig, RaysaeConfig
-
-STORAGE_DTYPES = {"float32": np.float32, "float16": np.float16, "bfloat16": np.uint16}
-"""numpy dtypes of stored activations; bfloat16 travels as its raw 16-bit pattern."""
+from raysae.devices import DTYPES
 
 
 def to_storage(acts: torch.Tensor, dtype: str) -> np.ndarray:
+    """Activations -> numpy in the cache's dtype; bfloat16 travels as its raw 16-bit pattern."""
     if dtype == "bfloat16":
         return acts.to(torch.bfloat16).cpu().view(torch.uint16).numpy()
-    return acts.to(getattr(torch, dtype)).cpu().numpy()
+    return acts.to(DTYPES[dtype]).cpu().numpy()
 
 
 def from_storage(array, dtype: str) -> torch.Tensor:
@@ -96,9 +95,9 @@ def generation_dataset(cfg: RaysaeConfig, tokens: np.ndarray, first_id: int, hoo
     )
 
 
-def token_rows(batch: dict[str, np.ndarray], column: str, skip_first: bool) -> np.ndarray:
+def token_rows(acts: np.ndarray, skip_first: bool) -> np.ndarray:
     """[contexts, seq, d] activations -> [rows, d], without each context's BOS position."""
-    acts = np.asarray(batch[column])
+    acts = np.asarray(acts)
     if skip_first:
         acts = acts[:, 1:]
     return acts.reshape(-1, acts.shape[-1])

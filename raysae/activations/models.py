@@ -16,14 +16,7 @@ import torch
 from torch import Tensor
 
 from raysae.config import ConfigError, ModelConfig
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def resolve_model_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+from raysae.devices import DTYPES, resolve_device
 
 
 def load_tokenizer(path: str):
@@ -38,7 +31,7 @@ def load_model(cfg: ModelConfig, device: str | torch.device | None = None):
     """The model as a `TransformerBridge` in eval mode, with `.tokenizer` set."""
     from transformer_lens.model_bridge import TransformerBridge
 
-    device = resolve_model_device(cfg.device) if device is None else torch.device(device)
+    device = resolve_device(cfg.device) if device is None else torch.device(device)
     dtype = DTYPES[cfg.dtype]
     tokenizer = load_tokenizer(cfg.tokenizer) if cfg.tokenizer else None
     if cfg.name == "random":

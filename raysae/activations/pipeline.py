@@ -82,7 +82,7 @@ def live_dataset(cfg: RaysaeConfig):
     tokens = pack_contexts(cfg.data, tokenizer_for(cfg), n_contexts)
     skip = rows_per_context(cfg.data) < cfg.data.context_size
     ds = generation_dataset(cfg, tokens, 0, [cfg.model.hook_point])
-    ds = ds.map_batches(lambda b: {"acts": token_rows(b, "acts_0", skip)}, batch_size=None,
+    ds = ds.map_batches(lambda b: {"acts": token_rows(b["acts_0"], skip)}, batch_size=None,
                         batch_format="numpy")
     return ds.limit(cfg.activations.n_tokens)
 

@@ -19,9 +19,8 @@ import torch
 from torch import Tensor, nn
 
 from raysae.config import SAEConfig
+from raysae.devices import DTYPES
 from raysae.models.init import geometric_median
-
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 class ForwardOutput(NamedTuple):
@@ -56,7 +55,7 @@ class SparseAutoencoder(nn.Module):
         self.cfg = cfg
         self.d_in = d_in
         self.d_sae = cfg.d_sae or cfg.expansion_factor * d_in
-        dtype = _DTYPES[cfg.dtype]
+        dtype = DTYPES[cfg.dtype]
         self.W_enc = nn.Parameter(torch.empty(d_in, self.d_sae, dtype=dtype))
         self.b_enc = nn.Parameter(torch.zeros(self.d_sae, dtype=dtype))
         self.W_dec = nn.Parameter(torch.empty(self.d_sae, d_in, dtype=dtype))

@@ -10,8 +10,9 @@ import torch
 from torch import Tensor
 
 from raysae.config import TrainConfig
+from raysae.devices import resolve_device
 from raysae.models import SparseAutoencoder
-from raysae.training.step import SAETrainer, StepMetrics, resolve_device
+from raysae.training.step import SAETrainer, StepMetrics
 
 log = logging.getLogger("raysae.train")
 

@@ -33,12 +33,6 @@ class StepMetrics(NamedTuple):
         return {k: float(v) for k, v in self._asdict().items() if v is not None}
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 class SAETrainer:
     """Adam, the schedules and the decoder constraint around one SAE.
 
