@@ -23,22 +23,24 @@ def finish_sae(
     sae_id: str,
     *,
     seconds: float,
+    tokens: int | None = None,
     extra_metrics: Mapping[str, float] | None = None,
     record: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Evaluate a trained SAE on held-out batches, save it under the run directory,
-    and return its `results.csv` row.
+    and return its `results.csv` row. `tokens` trained defaults to the budget.
     """
     from raysae.checkpoint import save_sae
     from raysae.metrics import evaluate_with_frequency
 
-    metrics, frequency = evaluate_with_frequency(sae, held_out, dense_threshold=config.train.dense_threshold)
+    metrics, frequency = evaluate_with_frequency(sae, held_out, dense_threshold=config.train.dense_threshold,
+                                                 max_tokens=config.train.eval_tokens)
     metrics.update(extra_metrics or {})
-    tokens = config.train.total_tokens
+    tokens = config.train.total_tokens if tokens is None else tokens
     full_record = {"metrics": metrics, "tokens": tokens, "seconds": seconds, **(record or {})}
     save_sae(sae, run_dir(config) / "saes" / sae_id, config=config, feature_frequency=frequency,
              record=full_record)
-    return {"sae_id": sae_id, "architecture": sae.architecture, "k": config.sae.k, **metrics,
+    return {"sae_id": sae_id, "architecture": sae.architecture, **metrics,
             "tokens": tokens, "seconds": round(seconds, 1)}
 
 
@@ -67,14 +69,17 @@ def write_config(config: RaysaeConfig, directory: str | os.PathLike) -> Path:
 def write_results(rows: Iterable[Mapping[str, Any]], directory: str | os.PathLike) -> Path:
     """One row per SAE: id and architecture, swept hyperparameters, then the metrics.
 
-    Columns that are neither leading nor metrics (the swept hyperparameters) go
-    in between, in first-seen order; a value a row lacks is left empty.
+    Swept hyperparameters are the dotted config paths (`sae.k`); they go between
+    the leading columns and the metrics. Any other column (more metrics, an
+    `error`) goes last. Columns keep first-seen order; a value a row lacks is
+    left empty.
     """
     rows = list(rows)
-    extra: list[str] = []
+    seen: list[str] = []
     for row in rows:
-        extra += [k for k in row if k not in LEADING_COLUMNS + METRIC_COLUMNS + extra]
-    columns = LEADING_COLUMNS + extra + METRIC_COLUMNS
+        seen += [k for k in row if k not in LEADING_COLUMNS + METRIC_COLUMNS + seen]
+    swept = [k for k in seen if "." in k]
+    columns = LEADING_COLUMNS + swept + METRIC_COLUMNS + [k for k in seen if k not in swept]
     path = Path(directory) / "results.csv"
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".csv.tmp")

@@ -144,6 +144,65 @@ def _search_space_problems(raw: dict[str, Any], cfg: RaysaeConfig) -> list[tuple
     return problems
 
 
+PER_MEMBER_TRAIN_FIELDS = frozenset({
+    "lr", "adam_beta1", "adam_beta2", "lr_warmup_fraction", "lr_decay_fraction",
+    "sparsity_warmup_fraction", "k_anneal_fraction", "k_anneal_start", "grad_clip_norm", "seed",
+})
+"""`train.*` fields that may differ between the SAEs of a population (the rest are shared:
+they decide the batches every member sees)."""
+
+
+def member_path_problem(path: str) -> str | None:
+    """Why `path` cannot differ between population members, or None if it can."""
+    section, _, field = path.partition(".")
+    if section == "sae" and field and field != "d_in" and known_path(path):
+        return None
+    if section == "train" and field in PER_MEMBER_TRAIN_FIELDS:
+        return None
+    return ("not a per-SAE setting: a member may set `sae.*` (except d_in) and "
+            f"train.{{{', '.join(sorted(PER_MEMBER_TRAIN_FIELDS))}}}")
+
+
+def _member_key_problem(path: str) -> str | None:
+    if not known_path(path):
+        parent, _, leaf = path.rpartition(".")
+        return "unknown config path" + _suggest(leaf, parent)
+    return member_path_problem(path)
+
+
+def _member_raw(raw: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    member = copy.deepcopy(dict(raw))
+    member.get("train", {}).pop("population", None)
+    for path, value in overrides.items():
+        set_dotted(member, path, value)
+    return member
+
+
+def _population_problems(raw: dict[str, Any], cfg: RaysaeConfig) -> list[tuple[str, str]]:
+    problems = []
+    for i, overrides in enumerate(cfg.train.population):
+        where = f"train.population[{i}]"
+        bad = [(f"{where}.{p}", why) for p in overrides if (why := _member_key_problem(p))]
+        if bad:
+            problems += bad
+            continue
+        try:
+            member = RaysaeConfig.model_validate(_member_raw(raw, overrides))
+        except ValidationError as err:
+            problems += [(f"{where}: {p}", m) for p, m in _problems(err)]
+            continue
+        problems += [(f"{where}: {p}", m) for p, m in cross_field_problems(member)]
+    return problems
+
+
+def member_configs(cfg: RaysaeConfig) -> list[RaysaeConfig]:
+    """The config of each SAE of `cfg`'s population (just `[cfg]` without one)."""
+    if not cfg.train.population:
+        return [cfg]
+    raw = cfg.model_dump(mode="json")
+    return [RaysaeConfig.model_validate(_member_raw(raw, o)) for o in cfg.train.population]
+
+
 def validate_config(raw: Mapping[str, Any], source: str | None = None) -> RaysaeConfig:
     """A plain mapping -> the typed config; raises `ConfigError` naming every problem."""
     if not isinstance(raw, Mapping):
@@ -154,6 +213,7 @@ def validate_config(raw: Mapping[str, Any], source: str | None = None) -> Raysae
     except ValidationError as err:
         raise ConfigError(_problems(err), source) from None
     problems = list(cross_field_problems(cfg)) + _search_space_problems(raw, cfg)
+    problems += _population_problems(raw, cfg)
     if problems:
         raise ConfigError(problems, source)
     return cfg

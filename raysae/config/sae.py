@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -113,10 +113,37 @@ class TrainConfig(Section):
     """Report training metrics every this many steps."""
 
     eval_tokens: int = Field(default=100_000, gt=0)
-    """Held-out activation rows used for the final evaluation."""
+    """Held-out activation rows for evaluation: the cache's last shards (whole shards), or extra live contexts."""
 
     dense_threshold: float = Field(default=0.1, gt=0, le=1)
     """A latent firing on more than this fraction of tokens counts as dense."""
 
     seed: int = 0
     """Seed of the training loop (data order of synthetic sources, AuxK ties)."""
+
+    num_workers: int = Field(default=1, gt=0)
+    """Data-parallel Ray Train workers (`python -m raysae.train`, sweeps); the batch is split among them."""
+
+    use_gpu: bool = False
+    """Give each Ray Train worker one GPU (and train there)."""
+
+    cpus_per_worker: float = Field(default=0.5, gt=0)
+    """CPUs reserved per Ray Train worker; fractional by default so Ray Data keeps CPUs to read with."""
+
+    max_failures: int = Field(default=2, ge=-1)
+    """Times a run restarts from its latest checkpoint after a worker dies; -1 means forever."""
+
+    checkpoint_every_tokens: int | None = Field(default=None, gt=0)
+    """Training tokens between checkpoints; empty means ten checkpoints per run."""
+
+    checkpoints_to_keep: int = Field(default=2, gt=0)
+    """Most recent training checkpoints kept on disk."""
+
+    eval_every_tokens: int | None = Field(default=None, gt=0)
+    """Evaluate on held-out activations every this many tokens (and log it); empty: only at the end."""
+
+    ce_contexts: int = Field(default=16, ge=0)
+    """Held-out contexts for CE-loss recovered and KL at the end; 0 skips them (no model is loaded)."""
+
+    population: list[dict[str, Any]] = Field(default_factory=list)
+    """K SAEs trained on the same batches: one mapping of `sae.*` / per-SAE `train.*` overrides each."""

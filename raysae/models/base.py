@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import ClassVar, NamedTuple
 
 import torch
+import torch.distributed as dist
 from torch import Tensor, nn
 
 from raysae.config import SAEConfig
@@ -38,6 +39,11 @@ class ForwardOutput(NamedTuple):
     """Weighted L1 (standard) or L0 (jumprelu) penalty; 0 for top-k architectures."""
     aux_loss: Tensor
     """Weighted AuxK loss on dead latents (topk, batchtopk); 0 otherwise."""
+
+
+def data_parallel_world() -> int:
+    """Workers training this SAE together (torch.distributed's world size), 1 when alone."""
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
 class SparseAutoencoder(nn.Module):
@@ -133,7 +139,12 @@ class SparseAutoencoder(nn.Module):
     @torch.no_grad()
     def _track_firing(self, acts: Tensor) -> None:
         fired = (acts.reshape(-1, self.d_sae) > 0).any(0)
-        self.tokens_since_fired += acts.numel() // self.d_sae
+        world = data_parallel_world()
+        if world > 1:  # every worker keeps the same dead mask, counted in global tokens
+            fired = fired.to(torch.uint8)
+            dist.all_reduce(fired, op=dist.ReduceOp.MAX)
+            fired = fired.bool()
+        self.tokens_since_fired += world * (acts.numel() // self.d_sae)
         self.tokens_since_fired[fired] = 0
 
     # --- constraints and folding ----------------------------------------------

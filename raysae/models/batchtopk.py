@@ -10,9 +10,11 @@ which is how the SAE is saved for SAELens.
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 from torch import Tensor
 
 from raysae.config import SAEConfig
+from raysae.models.base import data_parallel_world
 from raysae.models.topk import TopKSAE
 
 
@@ -38,9 +40,16 @@ class BatchTopKSAE(TopKSAE):
     @torch.no_grad()
     def _update_threshold(self, kept: Tensor) -> None:
         positive = kept[kept > 0]
-        if positive.numel() == 0:
+        # [sum of the batch minima, batches with any]: summed over data-parallel workers
+        # so that every worker keeps the same threshold.
+        stat = torch.zeros(2, dtype=torch.float32, device=kept.device)
+        if positive.numel():
+            stat[0], stat[1] = positive.min().float(), 1
+        if data_parallel_world() > 1:
+            dist.all_reduce(stat)
+        if stat[1] == 0:
             return
-        smallest = positive.min().float()
+        smallest = stat[0] / stat[1]
         m = self.cfg.batchtopk_threshold_momentum if self.threshold_updates > 0 else 0.0
         self.threshold.mul_(m).add_((1 - m) * smallest)
         self.threshold_updates += 1

@@ -5,10 +5,12 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
-from torch import Tensor
+import torch.distributed as dist
+from torch import Tensor, nn
 
 from raysae.config import TrainConfig
 from raysae.models import SparseAutoencoder
+from raysae.models.base import data_parallel_world
 from raysae.training.schedule import annealed_k, lr_factor, ramp
 
 
@@ -38,11 +40,19 @@ class SAETrainer:
 
     `step(batch)` applies one update; `tokens_seen` and `steps` are the only
     progress state, so a checkpoint is `state_dict()` plus the SAE's.
+
+    Under data parallelism (torch.distributed initialised) every worker calls
+    `step` with its own part of the global batch; `module` is then the
+    `DistributedDataParallel` wrapper of `sae`, which averages the gradients.
+    Progress counts global tokens, and a non-finite loss on any worker stops
+    every worker at the same step.
     """
 
-    def __init__(self, sae: SparseAutoencoder, cfg: TrainConfig):
+    def __init__(self, sae: SparseAutoencoder, cfg: TrainConfig, *, module: nn.Module | None = None):
         self.sae = sae
+        self.module = module if module is not None else sae
         self.cfg = cfg
+        self.world_size = data_parallel_world()
         self.optimizer = torch.optim.Adam(
             sae.parameters(), lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2)
         )
@@ -68,12 +78,14 @@ class SAETrainer:
         if self.k_end is not None:
             sae.k = annealed_k(p, self.k_start, self.k_end, cfg.k_anneal_fraction)
         sae.train()
-        out = sae(batch, sparsity_scale=ramp(p, cfg.sparsity_warmup_fraction))
-        if not torch.isfinite(out.loss):
+        out = self.module(batch, sparsity_scale=ramp(p, cfg.sparsity_warmup_fraction))
+        if not self._finite_everywhere(out.loss):
             raise NonFiniteLossError(
                 f"loss is {out.loss.item()} at step {self.steps} after {self.tokens_seen} tokens "
                 f"(mse {out.mse_loss.item()}, sparsity {out.sparsity_loss.item()}, "
-                f"aux {out.aux_loss.item()}); the step was not applied"
+                f"aux {out.aux_loss.item()}"
+                + ("" if self.world_size == 1 else "; on this worker, or on another")
+                + "); the step was not applied"
             )
         self.optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
@@ -83,10 +95,16 @@ class SAETrainer:
         self.optimizer.step()
         sae.after_optimizer_step()
         self.steps += 1
-        self.tokens_seen += batch.shape[0]
+        self.tokens_seen += batch.shape[0] * self.world_size
         detached = [t.detach() for t in (out.loss, out.mse_loss, out.sparsity_loss, out.aux_loss)]
         l0 = (out.feature_acts.detach() > 0).sum(-1).float().mean()
         return StepMetrics(self.steps, self.tokens_seen, lr, getattr(sae, "k", None), *detached, l0)
+
+    def _finite_everywhere(self, loss: Tensor) -> bool:
+        finite = torch.isfinite(loss.detach()).to(torch.float32)
+        if self.world_size > 1:
+            dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+        return bool(finite)
 
     def state_dict(self) -> dict:
         return {

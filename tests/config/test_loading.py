@@ -143,3 +143,29 @@ def _models(model: type[BaseModel], prefix=""):
 def test_every_field_has_a_description():
     missing = [path for path, field in _models(RaysaeConfig) if not field.description]
     assert missing == []
+
+
+def test_population_members_override_per_sae_settings_only():
+    from raysae.config import member_configs
+
+    cfg = load_config(None, ["train.population=[{sae.architecture: jumprelu}, {sae.k: 8, train.lr: 0.01}]"])
+    members = member_configs(cfg)
+    assert [(m.sae.architecture, m.sae.k, m.train.lr) for m in members] == [("jumprelu", 32, 3e-4),
+                                                                          ("topk", 8, 0.01)]
+    assert all(m.train.population == [] for m in members)
+    assert member_configs(load_config()) == [load_config()]
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["train.population=[{train.batch_size: 8}, {sae.k: fifty}, {sae.kk: 3}]"])
+    text = str(err.value)
+    assert "train.population[0].train.batch_size: not a per-SAE setting" in text
+    assert "train.population[1]: sae.k: expected int, got 'fifty'" in text
+    assert "train.population[2].sae.kk: unknown config path (did you mean 'k'?)" in text
+
+
+def test_population_members_must_share_what_decides_the_batches():
+    from raysae.distributed.job import check_population
+
+    a = load_config()
+    check_population([a, load_config(None, ["sae.architecture=standard", "train.lr=0.1"])])
+    with pytest.raises(ConfigError, match=r"train.batch_size: SAE 1 of the population has 8, SAE 0 has 4096"):
+        check_population([a, load_config(None, ["train.batch_size=8"])])

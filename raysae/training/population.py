@@ -1,0 +1,153 @@
+"""K SAEs trained on the same activation batches, and the loop that feeds them.
+
+One pass over the data then trains K configurations (architectures or
+hyperparameters with the same input). Each member has its own optimiser and
+schedules; a member whose loss turns non-finite is frozen at its last good
+state and reported, while the others go on. The loop is plain PyTorch: the
+bare `fit` and the Ray Train worker both run it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Iterable
+
+import torch
+from torch import Tensor, nn
+
+from raysae.config import TrainConfig
+from raysae.models import SparseAutoencoder
+from raysae.training.step import NonFiniteLossError, SAETrainer, StepMetrics
+
+log = logging.getLogger("raysae.train")
+
+
+class Member:
+    """One SAE of a population with its optimiser and schedules."""
+
+    def __init__(self, sae: SparseAutoencoder, cfg: TrainConfig, *, module: nn.Module | None = None):
+        self.sae = sae
+        self.trainer = SAETrainer(sae, cfg, module=module)
+        self.error: str | None = None
+        """Why the member stopped early (a non-finite loss), or None."""
+
+    @property
+    def active(self) -> bool:
+        return self.error is None and not self.trainer.done
+
+
+class Population:
+    """Members stepped on the same batches; `None` metrics for members no longer stepping."""
+
+    def __init__(self, members: list[Member], *, stop_on_nonfinite: bool = False):
+        if not members:
+            raise ValueError("a population needs at least one SAE")
+        self.members = members
+        self.stop_on_nonfinite = stop_on_nonfinite
+        """Re-raise `NonFiniteLossError` instead of freezing the member (the bare `fit`)."""
+
+    @property
+    def initialized(self) -> bool:
+        return all(bool(m.sae.initialized) for m in self.members)
+
+    @property
+    def done(self) -> bool:
+        return not any(m.active for m in self.members)
+
+    @property
+    def tokens_seen(self) -> int:
+        return max(m.trainer.tokens_seen for m in self.members)
+
+    def initialize(self, rows: Tensor) -> None:
+        for m in self.members:
+            if not bool(m.sae.initialized):
+                m.sae.initialize_from_batch(rows)
+
+    def step(self, batch: Tensor) -> list[StepMetrics | None]:
+        out: list[StepMetrics | None] = []
+        for i, m in enumerate(self.members):
+            if not m.active:
+                out.append(None)
+                continue
+            try:
+                out.append(m.trainer.step(batch))
+            except NonFiniteLossError as exc:
+                if self.stop_on_nonfinite:
+                    raise
+                m.error = f"non-finite loss: {exc}"
+                log.error("SAE %d of the population stopped, keeping its last good state: %s", i, exc)
+                out.append(None)
+        return out
+
+    def state_dict(self) -> list[dict]:
+        return [{"sae": m.sae.state_dict(), "trainer": m.trainer.state_dict(), "error": m.error}
+                for m in self.members]
+
+    def load_state_dict(self, states: list[dict]) -> None:
+        if len(states) != len(self.members):
+            raise ValueError(f"checkpoint holds {len(states)} SAEs, the population has {len(self.members)}")
+        for m, state in zip(self.members, states, strict=True):
+            m.sae.load_state_dict(state["sae"])
+            m.trainer.load_state_dict(state["trainer"])
+            m.error = state["error"]
+
+
+def _check_batch(batch: Tensor, d_in: int, index: int) -> None:
+    if not isinstance(batch, Tensor) or batch.ndim != 2 or batch.shape[1] != d_in:
+        shape = tuple(batch.shape) if isinstance(batch, Tensor) else type(batch).__name__
+        raise ValueError(f"batch {index}: expected a [rows, {d_in}] tensor, got {shape}")
+
+
+def train_population(
+    population: Population,
+    batches: Iterable[Tensor],
+    *,
+    init_tokens: int,
+    device: torch.device | str = "cpu",
+    share_init_rows: Callable[[Tensor], Tensor] | None = None,
+    on_step: Callable[[list[StepMetrics | None]], None] | None = None,
+) -> int:
+    """Step `population` on `batches` until every member is done; returns batches read.
+
+    The first `init_tokens` rows (per worker: `init_tokens / world`, combined by
+    `share_init_rows` under data parallelism) initialise members that are not
+    yet initialised; those rows are then trained on like any other.
+    """
+    d_in = population.members[0].sae.d_in
+    world = population.members[0].trainer.world_size
+    init_rows = math.ceil(init_tokens / world)
+    pending: list[Tensor] = []
+    index = -1
+
+    def initialize(rows: Tensor) -> None:
+        population.initialize(share_init_rows(rows) if share_init_rows else rows)
+
+    for index, batch in enumerate(batches):
+        _check_batch(batch, d_in, index)
+        batch = batch.to(device, non_blocking=True)
+        if not population.initialized:
+            pending.append(batch)
+            if sum(b.shape[0] for b in pending) < init_rows:
+                continue
+            initialize(torch.cat(pending)[:init_rows])
+        for b in pending or [batch]:
+            metrics = population.step(b)
+            if on_step is not None:
+                on_step(metrics)
+            if population.done:
+                break
+        pending = []
+        if population.done:
+            break
+    if pending:  # fewer rows in the whole stream than init_tokens
+        initialize(torch.cat(pending))
+        for b in pending:
+            if population.done:
+                break
+            metrics = population.step(b)
+            if on_step is not None:
+                on_step(metrics)
+    if index < 0:
+        raise ValueError("the activation stream was empty: nothing to train on")
+    return index + 1
