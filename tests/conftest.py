@@ -1,4 +1,7 @@
+"""Shared fixtures: one local Ray, a small local corpus with a real word-level tokenizer, planted data."""
+
 import os
+import random
 import tempfile
 
 # No hub access in tests: everything comes from the repo or from files the tests make.
@@ -11,6 +14,40 @@ import torch
 
 from raysae.config import SAEConfig, TrainConfig
 from raysae.synthetic import PlantedDictionary
+
+WORDS = ("the king queen speaks to a fool in castle night storm crown sword love death friend "
+         "enemy whispers laughs sleeps dreams of gold and blood under stars while rain falls").split()
+
+
+def write_corpus(root, n_docs: int, seed: int = 0):
+    """`n_docs` text files of random sentences over WORDS (about 330 tokens each)."""
+    rng = random.Random(seed)
+    for i in range(n_docs):
+        sentences = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 12))) + "." for _ in range(40)]
+        (root / f"doc{i:02d}.txt").write_text(" ".join(sentences))
+    return root
+
+
+@pytest.fixture(scope="session")
+def corpus_dir(tmp_path_factory):
+    """A small local corpus: 12 documents of random sentences."""
+    return write_corpus(tmp_path_factory.mktemp("corpus"), 12)
+
+
+@pytest.fixture(scope="session")
+def tokenizer_dir(tmp_path_factory, corpus_dir):
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordLevel(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    trainer = trainers.WordLevelTrainer(special_tokens=["<unk>", "<bos>", "<eos>"])
+    tok.train([str(p) for p in sorted(corpus_dir.glob("*.txt"))], trainer)
+    wrapped = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>",
+                                      unk_token="<unk>")
+    out = tmp_path_factory.mktemp("tokenizer")
+    wrapped.save_pretrained(out)
+    return out
 
 
 @pytest.fixture(scope="session")

@@ -16,12 +16,15 @@ import torch
 from raysae.activations.generation import from_storage
 
 
-def iter_activation_batches(ds, batch_size: int, *, dtype: str = "float32",
-                            drop_last: bool = False) -> Iterator[torch.Tensor]:
-    """`[batch_size, d_model]` tensors from a dataset (or shard) with an `acts` column."""
+def iter_activation_batches(ds, batch_size: int, *, dtype: str = "float32", drop_last: bool = False,
+                            prefetch_blocks: int = 2) -> Iterator[torch.Tensor]:
+    """`[batch_size, d_model]` tensors from a Ray Dataset or a Ray Train dataset shard
+    (`DataIterator`) with an `acts` column; `prefetch_blocks` are read ahead.
+    """
     pending: list[torch.Tensor] = []
     n = 0
-    for block in ds.iter_batches(batch_size=None, batch_format="numpy"):
+    blocks = ds.iter_torch_batches(batch_size=None, prefetch_batches=prefetch_blocks)
+    for block in blocks:
         acts = from_storage(block["acts"], dtype)
         pending.append(acts)
         n += len(acts)

@@ -193,3 +193,26 @@ def read_cache(
     if seed is None:
         ds.context.execution_options.preserve_order = True
     return ds
+
+
+def _read_shard(batch: dict) -> Any:
+    import pyarrow.parquet as pq
+
+    return pq.read_table(str(batch["path"][0]), columns=list(batch["columns"][0]) or None)
+
+
+def read_shard_sequence(paths: list[str], *, columns: list[str] | None = None):
+    """A Ray Dataset reading exactly these shard files in this order, one block per file.
+
+    Unlike `read_parquet`, a file may appear more than once (several epochs in
+    one stream) and the order is kept, so a stream can be restarted at any
+    shard. Verify the cache first (`verify_cache`).
+    """
+    import ray
+
+    if not paths:
+        raise CacheError("no cache shards to read")
+    items = [{"path": p, "columns": columns or []} for p in paths]
+    ds = ray.data.from_items(items, override_num_blocks=len(items))
+    ds.context.execution_options.preserve_order = True
+    return ds.map_batches(_read_shard, batch_size=1, batch_format="numpy")

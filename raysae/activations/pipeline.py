@@ -76,15 +76,21 @@ def generate_caches(cfg: RaysaeConfig) -> dict[tuple[str, str], Path]:
     return dirs
 
 
-def live_dataset(cfg: RaysaeConfig):
-    """Training rows (`acts` [d_model]) generated on the fly, never touching disk."""
-    n_contexts = contexts_needed(cfg, "tokens")
-    tokens = pack_contexts(cfg.data, tokenizer_for(cfg), n_contexts)
+def live_dataset(cfg: RaysaeConfig, contexts: range | None = None):
+    """Training rows (`acts` [d_model]) generated on the fly, never touching disk.
+
+    By default the contexts of the training budget (`activations.n_tokens` rows);
+    `contexts` picks other ones by index in the packed corpus.
+    """
+    whole_budget = contexts is None
+    if whole_budget:
+        contexts = range(contexts_needed(cfg, "tokens"))
+    tokens = pack_contexts(cfg.data, tokenizer_for(cfg), contexts.stop)[contexts.start:]
     skip = rows_per_context(cfg.data) < cfg.data.context_size
-    ds = generation_dataset(cfg, tokens, 0, [cfg.model.hook_point])
+    ds = generation_dataset(cfg, tokens, contexts.start, [cfg.model.hook_point])
     ds = ds.map_batches(lambda b: {"acts": token_rows(b["acts_0"], skip)}, batch_size=None,
                         batch_format="numpy")
-    return ds.limit(cfg.activations.n_tokens)
+    return ds.limit(cfg.activations.n_tokens) if whole_budget else ds
 
 
 def training_dataset(cfg: RaysaeConfig, *, seed: int | None = None):
@@ -96,3 +102,20 @@ def training_dataset(cfg: RaysaeConfig, *, seed: int | None = None):
         return live_dataset(cfg)
     directory = cache_dir(cfg, cfg.model.hook_point, "tokens")
     return read_cache(directory, seed=cfg.activations.seed if seed is None else seed, columns=["acts"])
+
+
+def evaluation_contexts(cfg: RaysaeConfig, n: int):
+    """`n` contexts for CE-loss evaluation, and the mask of positions an SAE trained on.
+
+    They are packed from the same corpus with another document shuffle
+    (`data.seed + 1`), so that evaluation does not depend on reading past the
+    whole training budget; on a large corpus they are effectively unseen.
+    """
+    import torch
+
+    data = cfg.data.model_copy(update={"seed": cfg.data.seed + 1})
+    tokens = torch.as_tensor(pack_contexts(data, tokenizer_for(cfg), n), dtype=torch.long)
+    trained = torch.ones_like(tokens, dtype=torch.bool)
+    if cfg.data.prepend_bos and cfg.data.exclude_bos:
+        trained[:, 0] = False  # BOS activations were never trained on; leave them unspliced
+    return tokens, trained

@@ -1,39 +1,8 @@
-"""A tiny random TransformerLens model, a real word-level tokenizer and a small local corpus."""
-
-import random
+"""`tiny_config`: a tiny random TransformerLens model over the small corpus (tests/conftest.py)."""
 
 import pytest
 
 from raysae.config import load_config
-
-WORDS = ("the king queen speaks to a fool in castle night storm crown sword love death friend "
-         "enemy whispers laughs sleeps dreams of gold and blood under stars while rain falls").split()
-
-
-@pytest.fixture(scope="session")
-def corpus_dir(tmp_path_factory):
-    rng = random.Random(0)
-    root = tmp_path_factory.mktemp("corpus")
-    for i in range(12):
-        sentences = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 12))) + "." for _ in range(40)]
-        (root / f"doc{i:02d}.txt").write_text(" ".join(sentences))
-    return root
-
-
-@pytest.fixture(scope="session")
-def tokenizer_dir(tmp_path_factory, corpus_dir):
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.WordLevel(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    trainer = trainers.WordLevelTrainer(special_tokens=["<unk>", "<bos>", "<eos>"])
-    tok.train([str(p) for p in sorted(corpus_dir.glob("*.txt"))], trainer)
-    wrapped = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>",
-                                      unk_token="<unk>")
-    out = tmp_path_factory.mktemp("tokenizer")
-    wrapped.save_pretrained(out)
-    return out
 
 
 @pytest.fixture

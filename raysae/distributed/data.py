@@ -1,0 +1,124 @@
+"""What a Ray Train run reads: a training stream that restarts where the last
+checkpoint left off, and held-out rows for evaluation.
+
+Ray Train calls `TrainingStream` each time it (re)starts the worker group, so a
+run restarted after a failure, or rerun by the user, reads on from the latest
+checkpoint's position instead of from the beginning. Cache shards are read in a
+seeded order per epoch; a stream restarts at the shard holding that position
+(so at most one shard is read twice). The cache's last shards are held out.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from raysae.activations.cache import cache_dir, read_shard_sequence, verify_cache
+from raysae.activations.pipeline import live_dataset
+from raysae.activations.tokens import contexts_for_tokens, rows_per_context
+from raysae.config import ConfigError, RaysaeConfig
+
+log = logging.getLogger("raysae.train")
+POSITION_FILE = "position.json"
+
+
+def read_position(state_dir: Path) -> int:
+    """Training tokens covered by the latest checkpoint of the run (0 before the first)."""
+    path = Path(state_dir) / POSITION_FILE
+    return int(json.loads(path.read_text())["tokens"]) if path.exists() else 0
+
+
+def write_position(state_dir: Path, tokens: int) -> None:
+    path = Path(state_dir) / POSITION_FILE
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"tokens": tokens}))
+    os.replace(tmp, path)
+
+
+def stream_rows(cfg: RaysaeConfig) -> int:
+    """Rows a training stream provides: the budget plus two batches lost to uneven splits."""
+    return cfg.train.total_tokens + 2 * cfg.train.batch_size
+
+
+@dataclass(frozen=True)
+class CacheSplit:
+    directory: Path
+    train: list[dict]
+    """Manifest entries (`file`, `rows`, ...) of the shards trained on."""
+    held_out: list[dict]
+    """The last shards, covering at least `train.eval_tokens` rows."""
+
+
+def split_cache(cfg: RaysaeConfig, *, checksums: bool = True) -> CacheSplit:
+    directory = cache_dir(cfg, cfg.model.hook_point, "tokens")
+    shards = verify_cache(directory, checksums=checksums)["shards"]
+    held, rows = 0, 0
+    while rows < cfg.train.eval_tokens and held < len(shards):
+        held += 1
+        rows += shards[-held]["rows"]
+    if held >= len(shards):
+        total = sum(s["rows"] for s in shards)
+        raise ConfigError([("train.eval_tokens", (
+            f"holding out {cfg.train.eval_tokens} rows of the cache {directory} ({total} rows in "
+            f"{len(shards)} shards) leaves no shard to train on; lower it or raise activations.n_tokens"))])
+    return CacheSplit(directory, shards[:-held], shards[-held:])
+
+
+def shard_sequence(shards: list[dict], seed: int, rows: int) -> list[dict]:
+    """Shards in a fresh seeded order per epoch, as many epochs as `rows` needs."""
+    out, total, epoch = [], 0, 0
+    while total < rows:
+        for i in np.random.default_rng([seed, epoch]).permutation(len(shards)):
+            out.append(shards[i])
+            total += shards[i]["rows"]
+            if total >= rows:
+                break
+        epoch += 1
+    return out
+
+
+class TrainingStream:
+    """The training dataset of one run (`acts` rows), from its latest checkpoint's position.
+
+    A picklable factory: Ray Train calls it in its controller at every start.
+    """
+
+    def __init__(self, cfg: RaysaeConfig, state_dir: Path):
+        self.cfg = cfg
+        self.state_dir = Path(state_dir)
+
+    def __call__(self):
+        cfg, position = self.cfg, read_position(self.state_dir)
+        if cfg.activations.source == "live":
+            per_context = rows_per_context(cfg.data)
+            first = position // per_context
+            if position:
+                log.info("live stream resumes at context %d (token %d)", first, first * per_context)
+            return live_dataset(cfg, range(first, math.ceil(stream_rows(cfg) / per_context)))
+        split = split_cache(cfg, checksums=False)  # the driver verified the checksums
+        sequence = shard_sequence(split.train, cfg.activations.seed, stream_rows(cfg))
+        start = skip = 0
+        while skip < len(sequence) and start + sequence[skip]["rows"] <= position:
+            start += sequence[skip]["rows"]
+            skip += 1
+        if position:
+            log.info("cache stream resumes at token %d (checkpoint at %d), shard %d of %d",
+                     start, position, skip, len(sequence))
+        return read_shard_sequence([str(split.directory / s["file"]) for s in sequence[skip:]],
+                                   columns=["acts"])
+
+
+def held_out_dataset(cfg: RaysaeConfig):
+    """Held-out `acts` rows: the cache's last shards, or live contexts after the training ones."""
+    if cfg.activations.source == "live":
+        first = math.ceil(stream_rows(cfg) / rows_per_context(cfg.data))
+        n = contexts_for_tokens(cfg.data, cfg.train.eval_tokens)
+        return live_dataset(cfg, range(first, first + n)).limit(cfg.train.eval_tokens)
+    split = split_cache(cfg)
+    return read_shard_sequence([str(split.directory / s["file"]) for s in split.held_out], columns=["acts"])

@@ -1,0 +1,100 @@
+"""MLflow tracking of a training run: one MLflow run per SAE, logged from rank 0.
+
+The default store is `sqlite:///<output_dir>/mlflow.db` with artifacts beside it
+in `<output_dir>/mlartifacts` (MLflow 3.13+ refuses the `./mlruns` file store).
+MLflow run ids are kept in the run's state folder, so a restarted or rerun
+training continues the same MLflow runs. Params come from the redacted config:
+no credentials reach MLflow or the logs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from raysae.config import RaysaeConfig, redact
+
+log = logging.getLogger("raysae.tracking")
+RUNS_FILE = "mlflow_runs.json"
+
+
+def tracking_uri(cfg: RaysaeConfig) -> str:
+    if cfg.tracking.uri:
+        return cfg.tracking.uri
+    return f"sqlite:///{Path(cfg.output_dir).resolve() / 'mlflow.db'}"
+
+
+def flat_params(cfg: RaysaeConfig) -> dict[str, str]:
+    """The config as `section.field` -> string, credentials redacted, population left out."""
+    out: dict[str, str] = {}
+
+    def walk(prefix: str, node: Any) -> None:
+        if isinstance(node, Mapping):
+            for k, v in node.items():
+                walk(f"{prefix}.{k}" if prefix else str(k), v)
+        else:
+            out[prefix] = json.dumps(node) if isinstance(node, (list, dict)) else str(node)
+
+    data = redact(cfg.model_dump(mode="json"))
+    data["train"].pop("population", None)
+    walk("", data)
+    return out
+
+
+class Tracker:
+    """The MLflow runs of one training job's SAEs (`sae_ids`, in member order)."""
+
+    def __init__(self, members: list[RaysaeConfig], sae_ids: list[str], state_dir: Path):
+        from mlflow import MlflowClient
+
+        base = members[0]
+        self.uri = tracking_uri(base)
+        self.client = MlflowClient(self.uri)
+        experiment = base.tracking.experiment or base.name
+        found = self.client.get_experiment_by_name(experiment)
+        if found is not None:
+            experiment_id = found.experiment_id
+        else:
+            location = None
+            if not base.tracking.uri:
+                location = (Path(base.output_dir).resolve() / "mlartifacts").as_uri()
+            experiment_id = self.client.create_experiment(experiment, artifact_location=location)
+        runs_file = Path(state_dir) / RUNS_FILE
+        known = json.loads(runs_file.read_text()) if runs_file.exists() else {}
+        self.run_ids: list[str] = []
+        for cfg, sae_id in zip(members, sae_ids, strict=True):
+            if sae_id not in known:
+                run = self.client.create_run(experiment_id, run_name=sae_id, tags={"raysae.sae_id": sae_id})
+                known[sae_id] = run.info.run_id
+                self._log(known[sae_id], params=flat_params(cfg))
+            self.run_ids.append(known[sae_id])
+        runs_file.write_text(json.dumps(known, indent=1))
+        log.info("MLflow: %s, experiment %r", redact(self.uri), experiment)
+
+    def _log(self, run_id: str, *, metrics: Mapping[str, float] | None = None, step: int = 0,
+             params: Mapping[str, str] | None = None) -> None:
+        from mlflow.entities import Metric, Param
+
+        now = int(time.time() * 1000)
+        ms = [Metric(k, float(v), now, step) for k, v in (metrics or {}).items()]
+        ps = [Param(k, v) for k, v in (params or {}).items()]
+        for i in range(0, max(len(ms), len(ps)), 100):  # MLflow's batch limit is 100 params
+            self.client.log_batch(run_id, metrics=ms[i : i + 100], params=ps[i : i + 100])
+
+    def log_metrics(self, member: int, metrics: Mapping[str, float], step: int) -> None:
+        self._log(self.run_ids[member], metrics=metrics, step=step)
+
+    def finish(self, member: int, metrics: Mapping[str, float], step: int, *,
+               sae_dir: Path | None, error: str | None = None) -> None:
+        """Final metrics, the saved SAE as the `sae` artifact, and the run's end status."""
+        run_id = self.run_ids[member]
+        self._log(run_id, metrics=metrics, step=step)
+        if sae_dir is not None:
+            self.client.log_artifacts(run_id, str(sae_dir), artifact_path="sae")
+        if error:
+            self.client.set_tag(run_id, "raysae.error", error[:5000])
+        self.client.set_terminated(run_id, status="FAILED" if error else "FINISHED")

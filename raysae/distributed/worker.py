@@ -1,0 +1,255 @@
+"""The Ray Train worker loop: one population of SAEs, data parallel over the workers.
+
+Every worker reads its shard of the training stream, splits the global batch
+(`train.batch_size / num_workers` rows each) and steps every SAE through the
+shared `SAETrainer`; `DistributedDataParallel` averages the gradients. Rank 0
+logs to MLflow, writes checkpoints (all SAE and optimiser state, schedules,
+dead-latent counters, stream position, RNG) through `ray.train.report`, and at
+the end evaluates and saves each SAE in the SAELens format.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import pickle
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import ray.train
+import ray.train.torch
+import torch
+import torch.distributed as dist
+
+from raysae.activations import iter_activation_batches
+from raysae.config import ConfigError, RaysaeConfig
+from raysae.distributed.data import write_position
+from raysae.distributed.tracking import Tracker
+from raysae.metrics import evaluate
+from raysae.models import build_sae
+from raysae.training import Member, Population, StepMetrics, train_population
+
+log = logging.getLogger("raysae.train")
+STATE_FILE = "state.pt"
+CONFIG_ERROR_FILE = "config_error.pickle"
+
+
+@dataclass
+class TrainJob:
+    """Everything a worker needs; travels to the workers as `train_loop_config["job"]`."""
+
+    members: list[RaysaeConfig]
+    sae_ids: list[str]
+    state_dir: str
+    """Our files beside Ray's checkpoints: stream position, MLflow run ids."""
+    d_in: int | None
+    """Width of the activations when known up front (a cache); else read from the first batch."""
+    on_step: Callable[[int, int], None] | None = None
+    """Called on every worker after each step with (rank, tokens); for monitoring and fault drills."""
+
+
+def _ddp(sae: torch.nn.Module, device: torch.device, world: int):
+    if world == 1:
+        return None
+    from torch.nn.parallel import DistributedDataParallel
+
+    # Buffers (dead-latent counters, BatchTopK threshold) are kept equal by the SAE's own
+    # all-reduces, so DDP must not overwrite them with rank 0's at every forward.
+    ids = [device.index] if device.type == "cuda" else None
+    return DistributedDataParallel(sae, device_ids=ids, broadcast_buffers=False)
+
+
+def _gather_rows(rows: torch.Tensor) -> torch.Tensor:
+    parts = [torch.empty_like(rows) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, rows.contiguous())
+    return torch.cat(parts)
+
+
+def _restore() -> dict | None:
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as d:
+        return torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=False)
+
+
+class HeldOut:
+    """Rank 0's held-out rows, read once and kept in memory for every evaluation."""
+
+    def __init__(self, cfg: RaysaeConfig):
+        self.cfg = cfg
+        self._batches: list[torch.Tensor] | None = None
+
+    def batches(self) -> list[torch.Tensor]:
+        if self._batches is None:
+            shard, n, out = ray.train.get_dataset_shard("eval"), 0, []
+            for batch in iter_activation_batches(shard, 4096, dtype=self.cfg.activations.dtype):
+                out.append(batch[: self.cfg.train.eval_tokens - n])
+                n += len(out[-1])
+                if n >= self.cfg.train.eval_tokens:
+                    break
+            if not out:
+                raise ValueError("no held-out activations to evaluate on")
+            self._batches = out
+        return self._batches
+
+
+def _step_metrics(m: StepMetrics) -> dict[str, float]:
+    d = m.as_dict()
+    return {f"train/{k}": v for k, v in d.items() if k not in ("step", "tokens")}
+
+
+def train_loop_per_worker(config: dict) -> None:
+    job: TrainJob = config["job"]
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    base = job.members[0]
+    t = base.train
+    device = ray.train.torch.get_device()
+    if device.type == "cpu":
+        torch.set_num_threads(max(1, round(t.cpus_per_worker)))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    torch.manual_seed(t.seed)
+
+    restored = _restore()
+    batches = iter(iter_activation_batches(ray.train.get_dataset_shard("train"), t.batch_size // world,
+                                           dtype=base.activations.dtype, drop_last=True))
+    d_in = restored["d_in"] if restored else job.d_in
+    if d_in is None:
+        first = next(batches)
+        d_in = first.shape[1]
+        batches = itertools.chain([first], batches)
+    try:
+        saes = [build_sae(m.sae, d_in).to(device) for m in job.members]
+    except ConfigError as exc:
+        # Bad input, the same on every worker: hand it to the driver rather than raise,
+        # which Ray Train would retry (FailureConfig) to the same end.
+        if rank == 0:
+            (Path(job.state_dir) / CONFIG_ERROR_FILE).write_bytes(pickle.dumps(exc))
+        return
+    population = Population([Member(sae, m.train, module=_ddp(sae, device, world))
+                             for sae, m in zip(saes, job.members, strict=True)])
+    seconds_before = 0.0
+    if restored:
+        population.load_state_dict(restored["members"])
+        torch.set_rng_state(restored["rng"])
+        seconds_before = restored["seconds"]
+        if rank == 0:
+            log.info("resumed from the checkpoint at %d tokens", population.tokens_seen)
+
+    tracker = Tracker(job.members, job.sae_ids, Path(job.state_dir)) if rank == 0 else None
+    held_out = HeldOut(base)
+    started, tokens_at_start = time.perf_counter(), population.tokens_seen
+    interval = t.checkpoint_every_tokens or max(t.total_tokens // 10, t.batch_size)
+    next_report = {"checkpoint": (population.tokens_seen // interval + 1) * interval}
+    if t.eval_every_tokens:
+        next_report["eval"] = (population.tokens_seen // t.eval_every_tokens + 1) * t.eval_every_tokens
+
+    def seconds() -> float:
+        return seconds_before + time.perf_counter() - started
+
+    def state() -> dict:
+        return {"d_in": d_in, "members": population.state_dict(), "rng": torch.get_rng_state(),
+                "seconds": seconds()}
+
+    def report(metrics: dict, final_state: dict | None = None) -> None:
+        tokens = population.tokens_seen
+        metrics = {"tokens": tokens, **metrics}
+        if rank != 0:
+            ray.train.report(metrics, checkpoint=None)
+            return
+        with tempfile.TemporaryDirectory() as d:
+            torch.save(final_state or state(), Path(d) / STATE_FILE)
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
+        write_position(Path(job.state_dir), tokens)
+
+    def evaluate_members() -> dict:
+        rows = []
+        for i, (m, sae_id) in enumerate(zip(population.members, job.sae_ids, strict=True)):
+            row = {"sae_id": sae_id, "error": m.error}
+            if m.error is None:
+                row.update(evaluate(m.sae, held_out.batches(), dense_threshold=t.dense_threshold))
+                tracker.log_metrics(i, {f"eval/{k}": v for k, v in row.items() if k not in ("sae_id", "error")},
+                                    population.tokens_seen)
+            rows.append(row)
+        return {"done": False, "saes": rows}
+
+    def on_step(metrics: list[StepMetrics | None]) -> None:
+        tokens = population.tokens_seen
+        if rank == 0:
+            for i, m in enumerate(metrics):
+                if m is not None and m.step % t.log_every_steps == 0:
+                    tracker.log_metrics(i, _step_metrics(m), m.tokens)
+                    log.info("%s step %d  tokens %d/%d  %.0f tok/s  loss %.4g  mse %.4g  l0 %.1f",
+                             job.sae_ids[i], m.step, m.tokens, t.total_tokens,
+                             (m.tokens - tokens_at_start) / max(time.perf_counter() - started, 1e-9),
+                             float(m.loss), float(m.mse_loss), float(m.l0))
+        if job.on_step is not None:
+            job.on_step(rank, tokens)
+        due = [k for k, at in next_report.items() if tokens >= at]
+        if due and not population.done:
+            for k in due:
+                step = interval if k == "checkpoint" else t.eval_every_tokens
+                next_report[k] = (tokens // step + 1) * step
+            report(evaluate_members() if "eval" in due and rank == 0 else {"done": False})
+
+    if not population.done:
+        train_population(population, batches, init_tokens=t.init_tokens, device=device,
+                         share_init_rows=_gather_rows if world > 1 else None, on_step=on_step)
+    final_state = state()  # unfolded, so a rerun can still evaluate (it trains no further)
+    rows = _finish(job, population, held_out, tracker, seconds(), tokens_at_start) if rank == 0 else []
+    report({"done": True, "saes": rows}, final_state)
+
+
+def _finish(job: TrainJob, population: Population, held_out: HeldOut, tracker: Tracker,
+            seconds: float, resumed_from: int) -> list[dict]:
+    """Fold, evaluate (with CE loss when configured) and save every SAE; their results rows."""
+    from raysae.results import finish_sae, run_dir
+
+    ce_model = _ce_setup(job.members[0])
+    rows = []
+    for i, (m, cfg, sae_id) in enumerate(zip(population.members, job.members, job.sae_ids, strict=True)):
+        tokens = m.trainer.tokens_seen
+        if m.error is not None:
+            tracker.finish(i, {}, tokens, sae_dir=None, error=m.error)
+            rows.append({"sae_id": sae_id, "architecture": m.sae.architecture, "error": m.error,
+                         "tokens": tokens})
+            continue
+        m.sae.fold_input_scale()
+        m.sae.eval()
+        extra = {}
+        record = {"sae_id": sae_id, "mlflow_run_id": tracker.run_ids[i], "resumed_from_tokens": resumed_from}
+        if ce_model is not None:
+            from raysae.metrics import ce_loss_recovered
+
+            model, tokens_ce, mask = ce_model
+            ce = ce_loss_recovered(model, tokens_ce, m.sae, cfg.model.hook_point, splice_mask=mask)
+            extra = {"ce_loss_recovered": ce["ce_loss_recovered"], "kl_sae": ce["kl_sae"]}
+            record["ce"] = ce
+        row = finish_sae(m.sae, held_out.batches(), cfg, sae_id, seconds=seconds, tokens=tokens,
+                         extra_metrics=extra, record=record)
+        sae_dir = run_dir(cfg) / "saes" / sae_id
+        tracker.finish(i, {k: v for k, v in row.items() if isinstance(v, (int, float))}, tokens,
+                       sae_dir=sae_dir)
+        rows.append(row)
+    return rows
+
+
+def _ce_setup(cfg: RaysaeConfig):
+    """(model, tokens, splice mask) for CE-loss recovered, or None when it is off or impossible."""
+    if cfg.train.ce_contexts == 0:
+        return None
+    from raysae.activations import load_model
+    from raysae.activations.pipeline import evaluation_contexts
+
+    try:
+        tokens, mask = evaluation_contexts(cfg, cfg.train.ce_contexts)
+        model = load_model(cfg.model)
+    except (ValueError, OSError) as exc:  # e.g. a corpus too short, a model not available here
+        log.warning("CE-loss recovered skipped: %s", exc)
+        return None
+    device = next(model.parameters()).device
+    return model, tokens.to(device), mask.to(device)
