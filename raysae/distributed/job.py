@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import pickle
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -118,6 +119,10 @@ def run_training(
         problems = [p for m in members for p in sae_problems(m.sae, d_in)]
         if problems:
             raise ConfigError(problems)
+    # Ray Train would move each worker into its trial folder; keep Ray's usual working
+    # directory instead, so relative paths (output_dir, cache_dir, a local model) mean
+    # in the workers what they mean in the driver and the Ray Data actors.
+    os.environ["RAY_CHDIR_TO_TRIAL_DIR"] = "0"
     resources = {"CPU": t.cpus_per_worker, **({"GPU": 1} if t.use_gpu else {})}
     trainer = TorchTrainer(
         train_loop_per_worker,

@@ -129,12 +129,16 @@ def test_resuming_with_other_settings_is_refused(train_config, one_worker):
         train(train_config("one", "sae.k=8"))
 
 
-def test_live_source_trains_from_the_model(train_config):
+def test_live_source_trains_from_the_model_with_relative_paths(train_config, tmp_path):
+    # Relative to the working directory Ray was started in, which the workers keep.
+    out = os.path.relpath(tmp_path / "relative-runs")
     cfg = train_config("live", "activations.source=live", "train.total_tokens=4096",
-                       "train.checkpoint_every_tokens=4096", "train.ce_contexts=0")
+                       "train.checkpoint_every_tokens=4096", "train.ce_contexts=0", f"output_dir={out}")
     row = train(cfg)
     assert row["tokens"] == 4096 and row["n_tokens"] == 2048 and 0 < row["fvu"] < 1
     assert "ce_loss_recovered" not in row
+    assert (tmp_path / "relative-runs" / "live" / "saes" / "live" / "train" / "cfg.json").exists()
+    assert (tmp_path / "relative-runs" / "mlflow.db").exists()
 
 
 def test_bad_input_found_in_the_workers_is_a_config_error_not_retried(train_config):
