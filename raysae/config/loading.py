@@ -130,8 +130,12 @@ def _search_space_problems(raw: dict[str, Any], cfg: RaysaeConfig) -> list[tuple
     problems = []
     for path, dim in cfg.sweep.search_space.items():
         where = f"sweep.search_space[{path}]"
-        if not known_path(path) or path.split(".")[0] in ("sweep", "name"):
+        if not known_path(path) or path.split(".")[0] in ("sweep", "name") or path == "train.population":
             problems.append((where, "not a config path that can be swept"))
+            continue
+        if cfg.sweep.saes_per_trial > 1 and member_path_problem(path):
+            problems.append((where, f"sweep.saes_per_trial={cfg.sweep.saes_per_trial} trains several SAEs on "
+                                    "the same batches, so only per-SAE settings can be swept; this one is shared"))
             continue
         for i, value in enumerate(dim.values):
             trial = copy.deepcopy(raw)

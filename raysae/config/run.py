@@ -86,7 +86,10 @@ class SweepConfig(Section):
     """Trials run at once; empty derives it from the cluster's resources."""
 
     saes_per_trial: int = Field(default=1, gt=0)
-    """SAEs trained together on each batch in one trial (a population)."""
+    """SAEs trained together on each batch in one trial (a population); only per-SAE settings may then be swept."""
+
+    seed: int = 0
+    """Seed of the `choice` / `uniform` / `loguniform` draws, so a rerun samples the same trials."""
 
 
 class AnalysisConfig(Section):

@@ -91,11 +91,15 @@ def run_training(
     trial: str,
     on_step: Callable[[int, int], None] | None = None,
     callbacks: Sequence[Any] = (),
+    parent_run_id: str | None = None,
+    ranked: bool = False,
 ) -> list[dict[str, Any]]:
     """Train a population (K >= 1) with Ray Train; returns one results row per SAE.
 
     SAEs are written to `saes/<sae_id>/` of the run directory. A row with an
     `error` is an SAE whose loss turned non-finite: it was not saved.
+    `callbacks` are Ray Train callbacks (a sweep passes Tune's `TuneReportCallback`),
+    `ranked` evaluates at every report for them, `parent_run_id` nests the MLflow runs.
     """
     from ray.data import ExecutionOptions
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
@@ -126,7 +130,8 @@ def run_training(
     resources = {"CPU": t.cpus_per_worker, **({"GPU": 1} if t.use_gpu else {})}
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"job": TrainJob(members, list(sae_ids), str(state_dir), d_in, on_step)},
+        train_loop_config={"job": TrainJob(members, list(sae_ids), str(state_dir), d_in, on_step,
+                                                   parent_run_id, ranked)},
         scaling_config=ScalingConfig(num_workers=t.num_workers, use_gpu=t.use_gpu,
                                      resources_per_worker=resources),
         run_config=RunConfig(

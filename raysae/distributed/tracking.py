@@ -45,35 +45,48 @@ def flat_params(cfg: RaysaeConfig) -> dict[str, str]:
     return out
 
 
+def mlflow_experiment(cfg: RaysaeConfig):
+    """(MlflowClient, experiment id) of the config's experiment, created on first use."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri(cfg))
+    name = cfg.tracking.experiment or cfg.name
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return client, found.experiment_id
+    location = None
+    if not cfg.tracking.uri:
+        location = (Path(cfg.output_dir).resolve() / "mlartifacts").as_uri()
+    try:
+        return client, client.create_experiment(name, artifact_location=location)
+    except Exception:  # created meanwhile by a concurrent trial
+        found = client.get_experiment_by_name(name)
+        if found is None:
+            raise
+        return client, found.experiment_id
+
+
 class Tracker:
     """The MLflow runs of one training job's SAEs (`sae_ids`, in member order)."""
 
-    def __init__(self, members: list[RaysaeConfig], sae_ids: list[str], state_dir: Path):
-        from mlflow import MlflowClient
-
+    def __init__(self, members: list[RaysaeConfig], sae_ids: list[str], state_dir: Path, *,
+                 parent_run_id: str | None = None):
         base = members[0]
-        self.uri = tracking_uri(base)
-        self.client = MlflowClient(self.uri)
-        experiment = base.tracking.experiment or base.name
-        found = self.client.get_experiment_by_name(experiment)
-        if found is not None:
-            experiment_id = found.experiment_id
-        else:
-            location = None
-            if not base.tracking.uri:
-                location = (Path(base.output_dir).resolve() / "mlartifacts").as_uri()
-            experiment_id = self.client.create_experiment(experiment, artifact_location=location)
+        self.client, experiment_id = mlflow_experiment(base)
         runs_file = Path(state_dir) / RUNS_FILE
         known = json.loads(runs_file.read_text()) if runs_file.exists() else {}
         self.run_ids: list[str] = []
         for cfg, sae_id in zip(members, sae_ids, strict=True):
             if sae_id not in known:
-                run = self.client.create_run(experiment_id, run_name=sae_id, tags={"raysae.sae_id": sae_id})
+                tags = {"raysae.sae_id": sae_id}
+                if parent_run_id:
+                    tags["mlflow.parentRunId"] = parent_run_id  # shown as a child of the sweep's run
+                run = self.client.create_run(experiment_id, run_name=sae_id, tags=tags)
                 known[sae_id] = run.info.run_id
                 self._log(known[sae_id], params=flat_params(cfg))
             self.run_ids.append(known[sae_id])
         runs_file.write_text(json.dumps(known, indent=1))
-        log.info("MLflow: %s, experiment %r", redact(self.uri), experiment)
+        log.info("MLflow: %s, experiment %r", redact(tracking_uri(base)), base.tracking.experiment or base.name)
 
     def _log(self, run_id: str, *, metrics: Mapping[str, float] | None = None, step: int = 0,
              params: Mapping[str, str] | None = None) -> None:

@@ -49,6 +49,10 @@ class TrainJob:
     """Width of the activations when known up front (a cache); else read from the first batch."""
     on_step: Callable[[int, int], None] | None = None
     """Called on every worker after each step with (rank, tokens); for monitoring and fault drills."""
+    parent_run_id: str | None = None
+    """MLflow run the SAEs' runs are children of (a sweep's)."""
+    ranked: bool = False
+    """Evaluate at every report and put the best member's `sweep.metric` at the top level (for Tune)."""
 
 
 def _ddp(sae: torch.nn.Module, device: torch.device, world: int):
@@ -140,7 +144,8 @@ def train_loop_per_worker(config: dict) -> None:
         if rank == 0:
             log.info("resumed from the checkpoint at %d tokens", population.tokens_seen)
 
-    tracker = Tracker(job.members, job.sae_ids, Path(job.state_dir)) if rank == 0 else None
+    tracker = Tracker(job.members, job.sae_ids, Path(job.state_dir), parent_run_id=job.parent_run_id) \
+        if rank == 0 else None
     held_out = HeldOut(base)
     started, tokens_at_start = time.perf_counter(), population.tokens_seen
     interval = t.checkpoint_every_tokens or max(t.total_tokens // 10, t.batch_size)
@@ -155,16 +160,23 @@ def train_loop_per_worker(config: dict) -> None:
         return {"d_in": d_in, "members": population.state_dict(), "rng": torch.get_rng_state(),
                 "seconds": seconds()}
 
+    def record_position() -> None:
+        # The stream restarts where the latest *registered* checkpoint is: Ray Train registers
+        # a report asynchronously, and a position ahead of the checkpoint restored would skip data.
+        reported = ray.train.get_all_reported_checkpoints(
+            consistency_mode=ray.train.CheckpointConsistencyMode.COMMITTED)
+        if reported:
+            write_position(Path(job.state_dir), max(int(r.metrics["tokens"]) for r in reported))
+
     def report(metrics: dict, final_state: dict | None = None) -> None:
-        tokens = population.tokens_seen
-        metrics = {"tokens": tokens, **metrics}
+        metrics = {"tokens": population.tokens_seen, **metrics}
         if rank != 0:
             ray.train.report(metrics, checkpoint=None)
             return
+        record_position()  # the previous report's: registered long ago, so this does not wait
         with tempfile.TemporaryDirectory() as d:
             torch.save(final_state or state(), Path(d) / STATE_FILE)
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
-        write_position(Path(job.state_dir), tokens)
 
     def evaluate_members() -> dict:
         rows = []
@@ -175,7 +187,7 @@ def train_loop_per_worker(config: dict) -> None:
                 tracker.log_metrics(i, {f"eval/{k}": v for k, v in row.items() if k not in ("sae_id", "error")},
                                     population.tokens_seen)
             rows.append(row)
-        return {"done": False, "saes": rows}
+        return {"final": False, "saes": rows, **_ranking(rows, base)}
 
     def on_step(metrics: list[StepMetrics | None]) -> None:
         tokens = population.tokens_seen
@@ -194,14 +206,25 @@ def train_loop_per_worker(config: dict) -> None:
             for k in due:
                 step = interval if k == "checkpoint" else t.eval_every_tokens
                 next_report[k] = (tokens // step + 1) * step
-            report(evaluate_members() if "eval" in due and rank == 0 else {"done": False})
+            evaluate_now = ("eval" in due or job.ranked) and rank == 0
+            report(evaluate_members() if evaluate_now else {"final": False})
 
     if not population.done:
         train_population(population, batches, init_tokens=t.init_tokens, device=device,
                          share_init_rows=_gather_rows if world > 1 else None, on_step=on_step)
     final_state = state()  # unfolded, so a rerun can still evaluate (it trains no further)
     rows = _finish(job, population, held_out, tracker, seconds(), tokens_at_start) if rank == 0 else []
-    report({"done": True, "saes": rows}, final_state)
+    report({"final": True, "saes": rows, **_ranking(rows, base)}, final_state)
+    if rank == 0:
+        record_position()
+
+
+def _ranking(rows: list[dict], cfg: RaysaeConfig) -> dict:
+    """`{sweep.metric: the best member's value}`, for Ray Tune to rank and stop trials by."""
+    values = [r[cfg.sweep.metric] for r in rows if isinstance(r.get(cfg.sweep.metric), (int, float))]
+    if not values:
+        return {}
+    return {cfg.sweep.metric: min(values) if cfg.sweep.mode == "min" else max(values)}
 
 
 def _finish(job: TrainJob, population: Population, held_out: HeldOut, tracker: Tracker,

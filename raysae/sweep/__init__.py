@@ -1,0 +1,1 @@
+"""Sweeps on Ray Tune: `python -m raysae.sweep CONFIG` (see `raysae.sweep.run`)."""

@@ -1,0 +1,54 @@
+"""The sweep's summary: the L0/FVU Pareto frontier and `pareto.png`. No Ray here."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
+    """Indices of the points no other point beats on both coordinates (both minimised),
+    ordered by the first coordinate."""
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], points[i][1]))
+    front, best = [], float("inf")
+    for i in order:
+        if points[i][1] < best:
+            front.append(i)
+            best = points[i][1]
+    return front
+
+
+def write_pareto(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike, *, y: str = "fvu") -> Path | None:
+    """L0 against `y` for every finished SAE, coloured by architecture, the frontier joined.
+
+    Returns the file, or None when no row has both numbers.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    done = [r for r in rows if isinstance(r.get("l0"), (int, float)) and isinstance(r.get(y), (int, float))]
+    if not done:
+        return None
+    points = [(float(r["l0"]), float(r[y]) if y != "explained_variance" else -float(r[y])) for r in done]
+    front = pareto_front(points)
+    fig, ax = plt.subplots(figsize=(6.4, 4.8), dpi=120)
+    for arch in sorted({str(r.get("architecture")) for r in done}):
+        mine = [r for r in done if str(r.get("architecture")) == arch]
+        ax.scatter([r["l0"] for r in mine], [r[y] for r in mine], label=arch, alpha=0.8)
+    ax.plot([done[i]["l0"] for i in front], [done[i][y] for i in front], "k--", lw=1, label="frontier")
+    for i in front:
+        ax.annotate(str(done[i]["sae_id"]).split("/", 1)[-1], (done[i]["l0"], done[i][y]), fontsize=7,
+                    xytext=(3, 3), textcoords="offset points")
+    ax.set_xlabel("L0 (active latents per token)")
+    ax.set_ylabel(y.replace("_", " "))
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
