@@ -25,3 +25,14 @@ def ensure_ray(num_cpus: int | None = None) -> None:
     cpus = num_cpus or max(4, os.cpu_count() or 1)
     ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=True)
     log.info("started a local Ray with %d logical CPUs", cpus)
+
+
+def keep_working_directory() -> None:
+    """Stop Ray Train and Ray Tune from moving their workers and trials into run folders.
+
+    They then keep Ray's usual working directory, so relative paths in a config
+    (output_dir, cache_dir, a local model or corpus) mean in every worker what
+    they mean in the driver and in the Ray Data actors. Tune passes the setting
+    on to its trial processes.
+    """
+    os.environ["RAY_CHDIR_TO_TRIAL_DIR"] = "0"

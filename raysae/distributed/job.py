@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import pickle
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -21,6 +20,7 @@ from raysae.activations.cache import key_inputs, read_manifest
 from raysae.config import ConfigError, RaysaeConfig, member_path_problem, sae_problems
 from raysae.distributed.data import TrainingStream, held_out_dataset, split_cache
 from raysae.distributed.worker import CONFIG_ERROR_FILE, TrainJob, train_loop_per_worker
+from raysae.ray_runtime import keep_working_directory
 
 log = logging.getLogger("raysae.train")
 
@@ -123,10 +123,7 @@ def run_training(
         problems = [p for m in members for p in sae_problems(m.sae, d_in)]
         if problems:
             raise ConfigError(problems)
-    # Ray Train would move each worker into its trial folder; keep Ray's usual working
-    # directory instead, so relative paths (output_dir, cache_dir, a local model) mean
-    # in the workers what they mean in the driver and the Ray Data actors.
-    os.environ["RAY_CHDIR_TO_TRIAL_DIR"] = "0"
+    keep_working_directory()
     resources = {"CPU": t.cpus_per_worker, **({"GPU": 1} if t.use_gpu else {})}
     trainer = TorchTrainer(
         train_loop_per_worker,

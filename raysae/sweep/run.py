@@ -151,7 +151,7 @@ def run_sweep(cfg: RaysaeConfig) -> tuple[list[dict], Path]:
     from raysae.activations.cache import key_inputs
     from raysae.distributed import check_population
     from raysae.distributed.tracking import flat_params, mlflow_experiment
-    from raysae.ray_runtime import ensure_ray
+    from raysae.ray_runtime import ensure_ray, keep_working_directory
     from raysae.results import run_dir, write_config, write_results
     from raysae.sweep.summary import write_pareto
 
@@ -186,6 +186,7 @@ def run_sweep(cfg: RaysaeConfig) -> tuple[list[dict], Path]:
                              params=[Param(k, v) for k, v in list(params.items())[chunk : chunk + 100]])
     parent_id = record["mlflow_parent_run_id"]
 
+    keep_working_directory()
     trainable = tune.with_resources(Trial(trials, out, parent_id), {"cpu": TRIAL_CPU})
     tune_dir = out / "tune"
     if tune.Tuner.can_restore(str(tune_dir)):
