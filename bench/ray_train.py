@@ -18,7 +18,6 @@ Shakespeare assets (`python scripts/prepare_assets.py` first).
 
 from __future__ import annotations
 
-import argparse
 import os
 import platform
 import sys
@@ -28,10 +27,10 @@ from pathlib import Path
 
 import ray.cloudpickle
 import torch
+from shapes import shape_parser  # bench/ is the script's folder, so on sys.path
 
 from raysae import build_sae, fit
 from raysae.activations import generate_caches, iter_activation_batches, read_manifest
-from raysae.activations.cache import read_shard_sequence
 from raysae.config import load_config, member_configs
 from raysae.distributed import run_training
 from raysae.distributed.data import shard_sequence, split_cache
@@ -80,7 +79,7 @@ def bare(cfg) -> float:
     """tokens/s of `fit` on the same training shards, in the same order, as the Ray run."""
     split = split_cache(cfg)
     sequence = shard_sequence(split.train, cfg.activations.seed, cfg.train.total_tokens)
-    ds = read_shard_sequence([str(split.directory / s["file"]) for s in sequence], columns=["acts"])
+    ds = split.dataset(sequence)
     batches = list(iter_activation_batches(ds, cfg.train.batch_size, drop_last=True))  # read first
     sae = build_sae(cfg.sae, read_manifest(split.directory)["d_model"])
     start = time.perf_counter()
@@ -100,11 +99,7 @@ def ray_run(cfg, out: Path, label: str) -> tuple[float, float]:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--d-in", type=int, default=512)
-    p.add_argument("--expansion", type=int, default=8)
-    p.add_argument("--k", type=int, default=32)
-    p.add_argument("--batch", type=int, default=4096)
+    p = shape_parser(__doc__)
     p.add_argument("--tokens", type=int, default=98_304, help="training tokens per run")
     p.add_argument("--threads", type=int, default=2, help="torch threads (CPU per Ray worker)")
     p.add_argument("--population", type=int, default=4, help="K; 0 skips the population comparison")

@@ -9,11 +9,11 @@ meaningful on any machine; absolute figures depend on the machine.
 
 from __future__ import annotations
 
-import argparse
 import platform
 import time
 
 import torch
+from shapes import shape_parser  # bench/ is the script's folder, so on sys.path
 
 from raysae import build_sae, fit
 from raysae.config import SAEConfig, TrainConfig
@@ -48,11 +48,7 @@ def timed(fn) -> float:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--d-in", type=int, default=512)
-    p.add_argument("--expansion", type=int, default=8)
-    p.add_argument("--k", type=int, default=32)
-    p.add_argument("--batch", type=int, default=4096)
+    p = shape_parser(__doc__)
     p.add_argument("--steps", type=int, default=8)
     p.add_argument("--architectures", nargs="+", default=["topk", "batchtopk", "jumprelu", "standard"])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")

@@ -54,6 +54,16 @@ def format_results(rows: Iterable[Mapping[str, Any]], columns: Mapping[str, str]
     return "\n".join(lines)
 
 
+def summary_table(rows: Iterable[Mapping[str, Any]], leading: Mapping[str, str]) -> str:
+    """The terminal summary of finished SAEs: the `leading` columns, then L0, dead fraction,
+    CE-loss recovered (when every row has it) and seconds."""
+    rows = list(rows)
+    columns = {**leading, "l0": ".1f", "dead_fraction": ".3f"}
+    if all("ce_loss_recovered" in r for r in rows):
+        columns["ce_loss_recovered"] = ".3f"
+    return format_results(rows, {**columns, "seconds": ".1f"})
+
+
 def run_dir(config: RaysaeConfig) -> Path:
     return Path(config.output_dir) / config.name
 

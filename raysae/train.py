@@ -27,7 +27,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from raysae.config import member_configs
     from raysae.distributed import run_training
     from raysae.ray_runtime import ensure_ray
-    from raysae.results import format_results, run_dir, write_config, write_results
+    from raysae.results import run_dir, summary_table, write_config, write_results
 
     members = member_configs(cfg)
     out = run_dir(cfg)
@@ -41,10 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = write_results(rows, out)
     good = [r for r in rows if not r.get("error")]
     if good:
-        columns = {"fvu": ".4f", "explained_variance": ".4f", "l0": ".1f", "dead_fraction": ".3f"}
-        if all("ce_loss_recovered" in r for r in good):
-            columns["ce_loss_recovered"] = ".3f"
-        print("\n" + format_results(good, {**columns, "seconds": ".1f"}))
+        print("\n" + summary_table(good, {"fvu": ".4f", "explained_variance": ".4f"}))
     print(f"\nrun directory: {out}\nresults: {results}")
     failed = [r for r in rows if r.get("error")]
     for r in failed:

@@ -6,6 +6,7 @@
 from raysae.config.base import ConfigError, Section
 from raysae.config.loading import (
     dump_config,
+    flatten_dotted,
     known_path,
     load_config,
     member_configs,
@@ -44,6 +45,7 @@ __all__ = [
     "TrackingConfig",
     "TrainConfig",
     "dump_config",
+    "flatten_dotted",
     "known_path",
     "load_config",
     "member_configs",

@@ -114,6 +114,16 @@ def set_dotted(raw: dict[str, Any], path: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
+def flatten_dotted(node: Any, prefix: str = "") -> dict[str, Any]:
+    """`{"a": {"b": 1}}` -> `{"a.b": 1}`: the inverse of `set_dotted` (lists stay values)."""
+    if not isinstance(node, Mapping):
+        return {prefix: node}
+    out: dict[str, Any] = {}
+    for k, v in node.items():
+        out.update(flatten_dotted(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
 def known_path(path: str) -> bool:
     """Whether `path` names a leaf or section of the config (for search spaces)."""
     model: type[BaseModel] | None = RaysaeConfig

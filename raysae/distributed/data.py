@@ -54,6 +54,10 @@ class CacheSplit:
     held_out: list[dict]
     """The last shards, covering at least `train.eval_tokens` rows."""
 
+    def dataset(self, shards: list[dict]):
+        """`acts` rows of these shards (manifest entries), read in this order."""
+        return read_shard_sequence([str(self.directory / s["file"]) for s in shards], columns=["acts"])
+
 
 def split_cache(cfg: RaysaeConfig, *, checksums: bool = True) -> CacheSplit:
     directory = cache_dir(cfg, cfg.model.hook_point, "tokens")
@@ -110,8 +114,7 @@ class TrainingStream:
         if position:
             log.info("cache stream resumes at token %d (checkpoint at %d), shard %d of %d",
                      start, position, skip, len(sequence))
-        return read_shard_sequence([str(split.directory / s["file"]) for s in sequence[skip:]],
-                                   columns=["acts"])
+        return split.dataset(sequence[skip:])
 
 
 def held_out_dataset(cfg: RaysaeConfig):
@@ -121,4 +124,4 @@ def held_out_dataset(cfg: RaysaeConfig):
         n = contexts_for_tokens(cfg.data, cfg.train.eval_tokens)
         return live_dataset(cfg, range(first, first + n)).limit(cfg.train.eval_tokens)
     split = split_cache(cfg)
-    return read_shard_sequence([str(split.directory / s["file"]) for s in split.held_out], columns=["acts"])
+    return split.dataset(split.held_out)

@@ -10,19 +10,22 @@ resumes from the latest checkpoint, after checking the config still matches.
 from __future__ import annotations
 
 import json
-import logging
 import pickle
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from raysae.activations.cache import key_inputs, read_manifest
-from raysae.config import ConfigError, RaysaeConfig, member_path_problem, sae_problems
+from raysae.config import (
+    ConfigError,
+    RaysaeConfig,
+    flatten_dotted,
+    member_path_problem,
+    sae_problems,
+)
 from raysae.distributed.data import TrainingStream, held_out_dataset, split_cache
 from raysae.distributed.worker import CONFIG_ERROR_FILE, TrainJob, train_loop_per_worker
 from raysae.ray_runtime import keep_working_directory
-
-log = logging.getLogger("raysae.train")
 
 OPERATIONAL_TRAIN_FIELDS = frozenset({
     "num_workers", "use_gpu", "cpus_per_worker", "max_failures", "device", "log_every_steps",
@@ -31,21 +34,12 @@ OPERATIONAL_TRAIN_FIELDS = frozenset({
 """`train.*` fields a resumed run may change: they do not change what is learned."""
 
 
-def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(node, dict):
-        return {prefix: node}
-    out: dict[str, Any] = {}
-    for k, v in node.items():
-        out.update(_flatten(v, f"{prefix}.{k}" if prefix else k))
-    return out
-
-
 def check_population(members: Sequence[RaysaeConfig]) -> None:
     """Members may differ only in what each SAE owns; everything deciding the batches is shared."""
-    base = _flatten(members[0].model_dump(mode="json"))
+    base = flatten_dotted(members[0].model_dump(mode="json"))
     problems = []
     for i, member in enumerate(members[1:], start=1):
-        flat = _flatten(member.model_dump(mode="json"))
+        flat = flatten_dotted(member.model_dump(mode="json"))
         for path in sorted(set(base) | set(flat)):
             if path != "train.population" and base.get(path) != flat.get(path) and member_path_problem(path):
                 problems.append((path, f"SAE {i} of the population has {flat.get(path)!r}, SAE 0 has "
@@ -71,8 +65,8 @@ def _check_resume(state_dir: Path, members: Sequence[RaysaeConfig]) -> None:
     if path.exists():
         before = json.loads(path.read_text())
         if before != current:
-            a = _flatten({f"sae {i}": m for i, m in enumerate(before)})
-            b = _flatten({f"sae {i}": m for i, m in enumerate(current)})
+            a = flatten_dotted({f"sae {i}": m for i, m in enumerate(before)})
+            b = flatten_dotted({f"sae {i}": m for i, m in enumerate(current)})
             changed = sorted(p for p in set(a) | set(b) if a.get(p) != b.get(p))
             raise ConfigError([("", (
                 f"{state_dir.parent} holds checkpoints of a run with other settings "

@@ -14,9 +14,8 @@ import logging
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
-from raysae.config import RaysaeConfig, redact
+from raysae.config import RaysaeConfig, flatten_dotted, redact
 
 log = logging.getLogger("raysae.tracking")
 RUNS_FILE = "mlflow_runs.json"
@@ -30,19 +29,21 @@ def tracking_uri(cfg: RaysaeConfig) -> str:
 
 def flat_params(cfg: RaysaeConfig) -> dict[str, str]:
     """The config as `section.field` -> string, credentials redacted, population left out."""
-    out: dict[str, str] = {}
-
-    def walk(prefix: str, node: Any) -> None:
-        if isinstance(node, Mapping):
-            for k, v in node.items():
-                walk(f"{prefix}.{k}" if prefix else str(k), v)
-        else:
-            out[prefix] = json.dumps(node) if isinstance(node, (list, dict)) else str(node)
-
     data = redact(cfg.model_dump(mode="json"))
     data["train"].pop("population", None)
-    walk("", data)
-    return out
+    return {k: json.dumps(v) if isinstance(v, (list, dict)) else str(v) for k, v in flatten_dotted(data).items()}
+
+
+def log_batch(client, run_id: str, *, metrics: Mapping[str, float] | None = None, step: int = 0,
+              params: Mapping[str, str] | None = None) -> None:
+    """Metrics (at `step`) and params of one MLflow run, in batches MLflow accepts."""
+    from mlflow.entities import Metric, Param
+
+    now = int(time.time() * 1000)
+    ms = [Metric(k, float(v), now, step) for k, v in (metrics or {}).items()]
+    ps = [Param(k, v) for k, v in (params or {}).items()]
+    for i in range(0, max(len(ms), len(ps)), 100):  # MLflow's batch limit is 100 params
+        client.log_batch(run_id, metrics=ms[i : i + 100], params=ps[i : i + 100])
 
 
 def mlflow_experiment(cfg: RaysaeConfig):
@@ -83,29 +84,19 @@ class Tracker:
                     tags["mlflow.parentRunId"] = parent_run_id  # shown as a child of the sweep's run
                 run = self.client.create_run(experiment_id, run_name=sae_id, tags=tags)
                 known[sae_id] = run.info.run_id
-                self._log(known[sae_id], params=flat_params(cfg))
+                log_batch(self.client, known[sae_id], params=flat_params(cfg))
             self.run_ids.append(known[sae_id])
         runs_file.write_text(json.dumps(known, indent=1))
         log.info("MLflow: %s, experiment %r", redact(tracking_uri(base)), base.tracking.experiment or base.name)
 
-    def _log(self, run_id: str, *, metrics: Mapping[str, float] | None = None, step: int = 0,
-             params: Mapping[str, str] | None = None) -> None:
-        from mlflow.entities import Metric, Param
-
-        now = int(time.time() * 1000)
-        ms = [Metric(k, float(v), now, step) for k, v in (metrics or {}).items()]
-        ps = [Param(k, v) for k, v in (params or {}).items()]
-        for i in range(0, max(len(ms), len(ps)), 100):  # MLflow's batch limit is 100 params
-            self.client.log_batch(run_id, metrics=ms[i : i + 100], params=ps[i : i + 100])
-
     def log_metrics(self, member: int, metrics: Mapping[str, float], step: int) -> None:
-        self._log(self.run_ids[member], metrics=metrics, step=step)
+        log_batch(self.client, self.run_ids[member], metrics=metrics, step=step)
 
     def finish(self, member: int, metrics: Mapping[str, float], step: int, *,
                sae_dir: Path | None, error: str | None = None) -> None:
         """Final metrics, the saved SAE as the `sae` artifact, and the run's end status."""
         run_id = self.run_ids[member]
-        self._log(run_id, metrics=metrics, step=step)
+        log_batch(self.client, run_id, metrics=metrics, step=step)
         if sae_dir is not None:
             self.client.log_artifacts(run_id, str(sae_dir), artifact_path="sae")
         if error:

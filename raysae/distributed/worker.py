@@ -31,6 +31,7 @@ from raysae.distributed.tracking import Tracker
 from raysae.metrics import evaluate
 from raysae.models import build_sae
 from raysae.training import Member, Population, StepMetrics, train_population
+from raysae.training.loop import log_progress
 
 log = logging.getLogger("raysae.train")
 STATE_FILE = "state.pt"
@@ -195,10 +196,8 @@ def train_loop_per_worker(config: dict) -> None:
             for i, m in enumerate(metrics):
                 if m is not None and m.step % t.log_every_steps == 0:
                     tracker.log_metrics(i, _step_metrics(m), m.tokens)
-                    log.info("%s step %d  tokens %d/%d  %.0f tok/s  loss %.4g  mse %.4g  l0 %.1f",
-                             job.sae_ids[i], m.step, m.tokens, t.total_tokens,
-                             (m.tokens - tokens_at_start) / max(time.perf_counter() - started, 1e-9),
-                             float(m.loss), float(m.mse_loss), float(m.l0))
+                    log_progress(m, t.total_tokens, started, label=f"{job.sae_ids[i]} ",
+                                 tokens_at_start=tokens_at_start)
         if job.on_step is not None:
             job.on_step(rank, tokens)
         due = [k for k, at in next_report.items() if tokens >= at]

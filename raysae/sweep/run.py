@@ -144,13 +144,12 @@ def _rows(grid, groups: list[list[dict[str, Any]]], trials: list[list[RaysaeConf
 def run_sweep(cfg: RaysaeConfig) -> tuple[list[dict], Path]:
     """Run (or resume) the sweep; returns the results rows and the run directory."""
     import ray
-    from mlflow.entities import Metric, Param
     from ray import tune
 
     from raysae.activations import generate_caches
     from raysae.activations.cache import key_inputs
     from raysae.distributed import check_population
-    from raysae.distributed.tracking import flat_params, mlflow_experiment
+    from raysae.distributed.tracking import flat_params, log_batch, mlflow_experiment
     from raysae.ray_runtime import ensure_ray, keep_working_directory
     from raysae.results import run_dir, write_config, write_results
     from raysae.sweep.summary import write_pareto
@@ -181,9 +180,7 @@ def run_sweep(cfg: RaysaeConfig) -> tuple[list[dict], Path]:
         params = {**flat_params(cfg), "sweep.trials": str(len(trials))}
         for path, dim in cfg.sweep.search_space.items():
             params[f"sweep.search_space.{path}"] = json.dumps({dim.kind: dim.values})
-        for chunk in range(0, len(params), 100):
-            client.log_batch(parent.info.run_id,
-                             params=[Param(k, v) for k, v in list(params.items())[chunk : chunk + 100]])
+        log_batch(client, parent.info.run_id, params=params)
     parent_id = record["mlflow_parent_run_id"]
 
     keep_working_directory()
@@ -212,7 +209,7 @@ def run_sweep(cfg: RaysaeConfig) -> tuple[list[dict], Path]:
     if finished:
         pick = min if cfg.sweep.mode == "min" else max
         best = pick(finished, key=lambda r: r[cfg.sweep.metric])
-        client.log_batch(parent_id, metrics=[Metric(f"best_{cfg.sweep.metric}", float(best[cfg.sweep.metric]), 0, 0)])
+        log_batch(client, parent_id, metrics={f"best_{cfg.sweep.metric}": best[cfg.sweep.metric]})
         client.set_tag(parent_id, "raysae.best_sae", best["sae_id"])
     client.set_terminated(parent_id, status="FINISHED")
     return rows, out
@@ -221,7 +218,7 @@ def run_sweep(cfg: RaysaeConfig) -> tuple[list[dict], Path]:
 def main(argv: Sequence[str] | None = None) -> int:
     from raysae.config import redact
     from raysae.distributed.tracking import tracking_uri
-    from raysae.results import format_results
+    from raysae.results import summary_table
 
     args = config_parser(__doc__.splitlines()[0]).parse_args(argv)
     cfg = load_from_args(args)
@@ -230,10 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     metric = cfg.sweep.metric
     if done:
         done.sort(key=lambda r: r.get(metric, float("inf")), reverse=cfg.sweep.mode == "max")
-        columns = {metric: ".4f", "l0": ".1f", "dead_fraction": ".3f"}
-        if all("ce_loss_recovered" in r for r in done):
-            columns["ce_loss_recovered"] = ".3f"
-        print("\n" + format_results(done, {**columns, "seconds": ".1f"}))
+        print("\n" + summary_table(done, {metric: ".4f"}))
     others = [r for r in rows if r["status"] != "finished"]
     for r in others:
         print(f"{r['sae_id']}: {r['status']}{': ' + r['error'] if r.get('error') else ''}")

@@ -54,10 +54,12 @@ def fit(
     return sae
 
 
-def log_progress(m: StepMetrics, total: int, started: float, label: str = "") -> None:
+def log_progress(m: StepMetrics, total: int, started: float, *, label: str = "", tokens_at_start: int = 0) -> None:
+    """One progress line; tokens/s counts the tokens trained since `started` (after a resume,
+    those beyond `tokens_at_start`)."""
     elapsed = time.perf_counter() - started
     log.info(
         "%sstep %d  tokens %d/%d (%.0f%%)  %.0f tok/s  loss %.4g  mse %.4g  l0 %.1f",
-        label, m.step, m.tokens, total, 100 * m.tokens / total, m.tokens / max(elapsed, 1e-9),
+        label, m.step, m.tokens, total, 100 * m.tokens / total, (m.tokens - tokens_at_start) / max(elapsed, 1e-9),
         float(m.loss), float(m.mse_loss), float(m.l0),
     )
