@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from raysae.config import ConfigError, RaysaeConfig, load_config
+from raysae.store.errors import StoreError
 
 
 def config_parser(description: str) -> argparse.ArgumentParser:
@@ -26,8 +27,8 @@ def load_from_args(args: argparse.Namespace) -> RaysaeConfig:
     return load_config(args.config, args.overrides)
 
 
-USER_ERRORS = (ConfigError, FileNotFoundError, ValueError)
-"""Exceptions that mean bad input: reported in one paragraph, exit code 2."""
+USER_ERRORS = (ConfigError, FileNotFoundError, ValueError, StoreError)
+"""Exceptions that mean bad input (or an unusable store): reported in one paragraph, exit code 2."""
 
 
 _RAISED_IN_ACTOR = re.compile(r"^raysae\.[\w.]+Error: (.+)$", re.M)

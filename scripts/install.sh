@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create .venv and install raysae into it; safe to rerun.
-#   bash scripts/install.sh         # the package and everything it runs on
+#   bash scripts/install.sh         # the package, everything it runs on, and the embedded store server
 #   bash scripts/install.sh --dev   # plus pytest/ruff and SAELens (for the checkpoint-format test)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,7 +13,7 @@ pip=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
 # unpinned would pull a multi-GB CUDA build. constraints.txt keeps it there.
 "${pip[@]}" torch==2.13.0
 if [ "$dev" = 1 ]; then
-  "${pip[@]}" -c constraints.txt -e '.[dev]'
+  "${pip[@]}" -c constraints.txt -e '.[dev,store]'
   if [ ! -d .saelens-env/sae_lens ]; then
     # SAELens needs TransformerLens < 4, so it lives in a side folder that only the
     # compatibility test puts on PYTHONPATH (tests/compat/saelens-requirements.txt).
@@ -22,6 +22,6 @@ if [ "$dev" = 1 ]; then
     mv .saelens-env.tmp .saelens-env
   fi
 else
-  "${pip[@]}" -c constraints.txt -e .
+  "${pip[@]}" -c constraints.txt -e '.[store]'
 fi
 echo "raysae installed in $(pwd)/.venv"

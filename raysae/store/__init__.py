@@ -1,0 +1,43 @@
+"""The MongoDB result store (DESIGN.md §6): a real server, or the embedded default."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from raysae.config import RaysaeConfig, redact
+from raysae.store.client import Store, is_transient
+from raysae.store.embedded import EmbeddedServer
+from raysae.store.errors import StoreError
+
+__all__ = ["EmbeddedServer", "Store", "StoreError", "is_transient", "open_store", "store_uri"]
+
+
+def store_uri(cfg: RaysaeConfig) -> str | None:
+    """`store.uri`, else `MONGODB_URI`, else None (the embedded server)."""
+    return cfg.store.uri or os.environ.get("MONGODB_URI") or None
+
+
+@contextlib.contextmanager
+def open_store(cfg: RaysaeConfig, store_dir: str | os.PathLike) -> Iterator[Store]:
+    """The configured store with its indexes in place; with no URI configured, an
+    embedded server over `store_dir` that runs until the block ends."""
+    s = cfg.store
+    uri = store_uri(cfg)
+    server = None
+    if uri is None:
+        server = EmbeddedServer(Path(store_dir)).start()
+        uri = server.uri
+        print(f"store: embedded MongoDB-wire server at {uri} (data in {Path(store_dir).resolve()})", flush=True)
+    else:
+        print(f"store: {redact(uri)}", flush=True)
+    try:
+        with Store(uri, s.database, timeout_s=s.timeout_seconds, retry_s=s.retry_seconds,
+                   batch_size=s.batch_size) as store:
+            store.ensure_indexes()
+            yield store
+    finally:
+        if server is not None:
+            server.stop()

@@ -1,0 +1,165 @@
+"""Writing analyses to MongoDB (DESIGN.md §6) with pymongo: indexes, batched
+idempotent upserts, and retries with back-off on transient errors.
+
+Every write is a replace-upsert keyed on the unique fields, so repeating one
+(after a retry, or a rerun of the whole analysis) replaces, never duplicates.
+After the last batch, `write_features` reads back which indices are present
+and writes any that are missing, so even writes acknowledged by a server that
+then crashed before making them durable are not lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import pymongo
+from pymongo import ReplaceOne
+from pymongo import errors as mongo_errors
+
+from raysae.config import redact
+from raysae.store.errors import StoreError
+
+log = logging.getLogger("raysae.store")
+
+FEATURE_INDEXES = [
+    ([("sae_id", 1), ("index", 1)], {"unique": True}),
+    ([("sae_id", 1), ("act_frequency", -1)], {}),
+    ([("sae_id", 1), ("max_activation", -1)], {}),
+]
+"""Every field the writers and the browser filter or sort on, per SAE."""
+
+SAE_INDEXES = [([("sweep", 1)], {}), ([("name", 1)], {})]
+
+TRANSIENT_CODES = {6, 7, 89, 91, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436}
+"""Server error codes that mean "try again": host unreachable/not found, network
+timeout, shutdown in progress, primary stepped down, exceeded time limit, socket
+exception, not writable primary, interrupted at shutdown / by a state change."""
+
+
+def is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, mongo_errors.ConnectionFailure):  # AutoReconnect, NotPrimary, timeouts
+        return True
+    if isinstance(exc, mongo_errors.BulkWriteError):
+        errs = exc.details.get("writeErrors", []) + exc.details.get("writeConcernErrors", [])
+        return bool(errs) and all(e.get("code") in TRANSIENT_CODES for e in errs)
+    if isinstance(exc, mongo_errors.OperationFailure):
+        return exc.code in TRANSIENT_CODES or exc.has_error_label("RetryableWriteError")
+    return False
+
+
+class Store:
+    """A MongoDB database holding the `saes` and `features` collections."""
+
+    def __init__(self, uri: str, database: str = "raysae", *, timeout_s: float = 10.0,
+                 retry_s: float = 120.0, batch_size: int = 256):
+        self.uri_shown = redact(uri)
+        self.retry_s = retry_s
+        self.batch_size = batch_size
+        ms = int(timeout_s * 1000)
+        try:
+            self.client = pymongo.MongoClient(
+                uri, serverSelectionTimeoutMS=ms, connectTimeoutMS=ms, socketTimeoutMS=max(ms, 60_000),
+                retryWrites=True, appname="raysae",
+            )
+        except (mongo_errors.ConfigurationError, ValueError, TypeError) as exc:
+            raise StoreError(f"store URI {self.uri_shown!r} is malformed: {exc}") from None
+        try:
+            self.client.admin.command("ping")
+        except mongo_errors.PyMongoError as exc:
+            self.client.close()
+            raise StoreError(f"cannot reach the store at {self.uri_shown} within {timeout_s:g} s: "
+                             f"{str(exc).splitlines()[0][:300]}") from None
+        self.db = self.client[database]
+        self.saes = self.db["saes"]
+        self.features = self.db["features"]
+
+    def close(self) -> None:
+        self.client.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def retrying(self, what: str, fn: Callable[[], Any]) -> Any:
+        """`fn()`, retried with exponential back-off while errors are transient and
+        `retry_s` has not passed since the first failure."""
+        deadline = None
+        delay = 0.25
+        while True:
+            try:
+                return fn()
+            except mongo_errors.PyMongoError as exc:
+                if not is_transient(exc):
+                    raise StoreError(f"{what} failed at {self.uri_shown}: {exc}") from exc
+                now = time.monotonic()
+                deadline = deadline or now + self.retry_s
+                if now >= deadline:
+                    raise StoreError(f"{what} failed at {self.uri_shown}: still unreachable after "
+                                     f"{self.retry_s:g} s of retries ({exc})") from exc
+                log.warning("%s: %s; retrying in %.1f s", what, str(exc).splitlines()[0][:200], delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    def ensure_indexes(self) -> None:
+        for collection, indexes in ((self.features, FEATURE_INDEXES), (self.saes, SAE_INDEXES)):
+            for keys, options in indexes:
+                self.retrying(f"creating index {keys} on {collection.name}",
+                              lambda c=collection, k=keys, o=options: c.create_index(k, **o))
+
+    def put_sae(self, doc: Mapping[str, Any]) -> None:
+        self.retrying(f"writing SAE {doc['_id']}",
+                      lambda: self.saes.replace_one({"_id": doc["_id"]}, dict(doc), upsert=True))
+
+    def set_sae_fields(self, sae_id: str, fields: Mapping[str, Any]) -> None:
+        self.retrying(f"updating SAE {sae_id}", lambda: self.saes.update_one({"_id": sae_id}, {"$set": dict(fields)}))
+
+    def write_features(self, sae_id: str, docs: Iterable[Mapping[str, Any]], d_sae: int, *,
+                       on_batch: Callable[[int], None] | None = None) -> int:
+        """Replace-upsert every feature document of `sae_id` (indices 0..d_sae-1) in
+        batches; drop indices >= d_sae left from an earlier, wider SAE of that id.
+        Returns the number written. `on_batch(n_written)` runs after each batch."""
+        written = 0
+        by_index: dict[int, Mapping[str, Any]] = {}
+        batch: list[Mapping[str, Any]] = []
+        started = time.perf_counter()
+        for doc in docs:
+            by_index[doc["index"]] = doc
+            batch.append(doc)
+            if len(batch) >= self.batch_size:
+                written += self._upsert(sae_id, batch)
+                batch = []
+                if on_batch:
+                    on_batch(written)
+                if written % (self.batch_size * 16) == 0:
+                    log.info("%s: %d/%d feature documents written (%.0f/s)", sae_id, written, d_sae,
+                             written / (time.perf_counter() - started))
+        if batch:
+            written += self._upsert(sae_id, batch)
+            if on_batch:
+                on_batch(written)
+        self.retrying(f"removing stale features of {sae_id}",
+                      lambda: self.features.delete_many({"sae_id": sae_id, "index": {"$gte": d_sae}}))
+        for _ in range(3):  # read back: a crashed server may have dropped acknowledged writes
+            missing = sorted(set(range(d_sae)) - self.present_indices(sae_id))
+            if not missing:
+                return written
+            log.warning("%s: %d feature documents missing after the write; writing them again", sae_id, len(missing))
+            for start in range(0, len(missing), self.batch_size):
+                self._upsert(sae_id, [by_index[i] for i in missing[start:start + self.batch_size]])
+        raise StoreError(f"{sae_id}: feature documents still missing at {self.uri_shown} after rewriting")
+
+    def present_indices(self, sae_id: str) -> set[int]:
+        return self.retrying(f"reading feature indices of {sae_id}", lambda: {
+            d["index"] for d in self.features.find({"sae_id": sae_id}, {"index": 1, "_id": 0})
+        })
+
+    def _upsert(self, sae_id: str, docs: list[Mapping[str, Any]]) -> int:
+        ops = [ReplaceOne({"sae_id": sae_id, "index": d["index"]}, dict(d), upsert=True) for d in docs]
+        self.retrying(f"writing features {docs[0]['index']}..{docs[-1]['index']} of {sae_id}",
+                      lambda: self.features.bulk_write(ops, ordered=False))
+        return len(docs)
