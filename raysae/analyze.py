@@ -9,21 +9,10 @@ Rerunning replaces the documents.
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Sequence
 from pathlib import Path
 
 from raysae.cli import config_parser, load_from_args, run_main
-
-
-def _rows(results: Path) -> list[dict]:
-    numeric = {"fvu", "explained_variance", "l0", "mse", "dead_fraction", "ce_loss_recovered"}
-    rows = []
-    with results.open() as f:
-        for row in csv.DictReader(f):
-            rows.append({k: float(v) if k in numeric and v not in ("", None) else v for k, v in row.items()
-                         if v not in ("", None)})
-    return rows
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -33,14 +22,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     cfg = load_from_args(args)
     from raysae.analysis import analyse, select_saes
-    from raysae.results import run_dir
+    from raysae.results import read_results, run_dir
 
     dirs = [Path(d) for d in args.sae]
     if not dirs:
         results = run_dir(cfg) / "results.csv"
         if not results.exists():
             raise FileNotFoundError(f"{results}: missing; train or sweep first, or name SAEs with --sae DIR")
-        dirs = [run_dir(cfg) / "saes" / sae_id for sae_id in select_saes(_rows(results), cfg)]
+        dirs = [run_dir(cfg) / "saes" / sae_id for sae_id in select_saes(read_results(results), cfg)]
     for d in dirs:
         if not (d / "cfg.json").exists():
             raise FileNotFoundError(f"{d}: not an SAE checkpoint directory (no cfg.json)")

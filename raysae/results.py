@@ -99,3 +99,13 @@ def write_results(rows: Iterable[Mapping[str, Any]], directory: str | os.PathLik
         writer.writerows(rows)
     tmp.replace(path)
     return path
+
+
+def read_results(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """The rows of a `results.csv`, metrics as floats, empty cells left out."""
+    rows = []
+    with Path(path).open(newline="") as f:
+        for row in csv.DictReader(f):
+            rows.append({k: float(v) if k in METRIC_COLUMNS[:-2] or k == "tokens" else v
+                         for k, v in row.items() if v not in ("", None)})
+    return rows

@@ -106,6 +106,8 @@ def train_config(tmp_path_factory, tokenizer_dir, ray_local):
             "train.total_tokens=8192", "train.batch_size=256", "train.lr=0.003", "train.init_tokens=1024",
             "train.eval_tokens=2048", "train.ce_contexts=4", "train.log_every_steps=8",
             "train.checkpoint_every_tokens=2048",
+            "activations.n_contexts=32", "analysis.n_tokens=480", "analysis.cpus_per_actor=0.5",
+            "analysis.batch_contexts=8", "store.database=raysae_test",
             *overrides,
         ])
 

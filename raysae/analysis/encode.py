@@ -47,19 +47,30 @@ class EncodedBatch(NamedTuple):
 
 @torch.no_grad()
 def encode_contexts(sae: SparseAutoencoder, acts: torch.Tensor, keep: torch.Tensor) -> EncodedBatch:
-    """`acts` [contexts, seq, d_in] (on the SAE's device), `keep` [contexts, seq] bool."""
+    """`acts` [contexts, seq, d_in] (on the SAE's device), `keep` [contexts, seq] bool.
+
+    Only two passes touch the dense [tokens, d_sae] activations (masking and
+    finding the active entries); every statistic is then computed from the
+    active entries alone, which is what keeps analysis close to a bare encode.
+    """
     n_ctx, seq, d_in = acts.shape
     dtype = next(sae.parameters()).dtype
-    f = sae.encode(acts.reshape(n_ctx * seq, d_in).to(dtype)).float()
-    f = f.masked_fill_(~keep.reshape(-1, 1).to(f.device), 0.0)
-    active = f > 0
-    count = active.sum(0)
-    total = f.sum(0, dtype=torch.float64)
-    fmax = f.max(0).values.clamp_min(0.0)
-    rows, feats = active.nonzero(as_tuple=True)
-    vals = f[rows, feats]
-    ctx_max, ctx_pos = f.view(n_ctx, seq, -1).max(1)  # first position of the max
-    peak_rows, peak_feats = (ctx_max > 0).nonzero(as_tuple=True)
+    f = sae.encode(acts.reshape(n_ctx * seq, d_in).to(dtype))
+    d_sae = f.shape[1]
+    f = f.masked_fill_(~keep.reshape(-1, 1).to(f.device), 0)
+    rows, feats = (f > 0).nonzero(as_tuple=True)  # row-major: sorted by (row, feature)
+    vals = f[rows, feats].float()
+    count = torch.bincount(feats, minlength=d_sae)
+    total = torch.zeros(d_sae, dtype=torch.float64, device=f.device).index_add_(0, feats, vals.double())
+    fmax = torch.zeros(d_sae, device=f.device).scatter_reduce_(0, feats, vals, "amax")
+    # Each (context, feature)'s peak, and the first position where it is reached.
+    key = (rows // seq) * d_sae + feats
+    peak = torch.zeros(n_ctx * d_sae, device=f.device).scatter_reduce_(0, key, vals, "amax")
+    pos = rows % seq
+    at_peak = vals == peak[key]
+    first = torch.full((n_ctx * d_sae,), seq, dtype=pos.dtype, device=f.device)
+    first = first.scatter_reduce_(0, key[at_peak], pos[at_peak], "amin")
+    peak_keys = torch.unique(key)
     return EncodedBatch(
         n_tokens=int(keep.sum()),
         count=count.cpu().numpy().astype(np.int64),
@@ -68,10 +79,10 @@ def encode_contexts(sae: SparseAutoencoder, acts: torch.Tensor, keep: torch.Tens
         rows=rows.to(torch.int32).cpu().numpy(),
         feats=feats.to(torch.int32).cpu().numpy(),
         vals=vals.cpu().numpy(),
-        peak_rows=peak_rows.to(torch.int32).cpu().numpy(),
-        peak_feats=peak_feats.to(torch.int32).cpu().numpy(),
-        peak_vals=ctx_max[peak_rows, peak_feats].cpu().numpy(),
-        peak_pos=ctx_pos[peak_rows, peak_feats].to(torch.int32).cpu().numpy(),
+        peak_rows=(peak_keys // d_sae).to(torch.int32).cpu().numpy(),
+        peak_feats=(peak_keys % d_sae).to(torch.int32).cpu().numpy(),
+        peak_vals=peak[peak_keys].cpu().numpy(),
+        peak_pos=first[peak_keys].to(torch.int32).cpu().numpy(),
     )
 
 

@@ -8,7 +8,9 @@
    (`run_training`), named after its trial number so that rerunning the same
    command resumes the sweep and does not retrain finished trials;
 4. writes `results.csv` and `pareto.png` to the run directory, and one MLflow
-   parent run with a child run per SAE.
+   parent run with a child run per SAE;
+5. analyses the SAEs `analysis.which` picks (best, frontier or all) into the
+   store (`raysae.analysis`).
 """
 
 from __future__ import annotations
@@ -148,6 +150,7 @@ def run_sweep(cfg: RaysaeConfig) -> tuple[list[dict], Path]:
 
     from raysae.activations import generate_caches
     from raysae.activations.cache import key_inputs
+    from raysae.analysis import analyse, select_saes
     from raysae.distributed import check_population
     from raysae.distributed.tracking import flat_params, log_batch, mlflow_experiment
     from raysae.ray_runtime import ensure_ray, keep_working_directory
@@ -212,6 +215,9 @@ def run_sweep(cfg: RaysaeConfig) -> tuple[list[dict], Path]:
         log_batch(client, parent_id, metrics={f"best_{cfg.sweep.metric}": best[cfg.sweep.metric]})
         client.set_tag(parent_id, "raysae.best_sae", best["sae_id"])
     client.set_terminated(parent_id, status="FINISHED")
+    analysed = analyse(cfg, [out / "saes" / sae_id for sae_id in select_saes(rows, cfg)], store_dir=out / "store")
+    for row in rows:
+        row["analysed"] = any(a["sae_id"] == row["sae_id"] for a in analysed)
     return rows, out
 
 
@@ -219,6 +225,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from raysae.config import redact
     from raysae.distributed.tracking import tracking_uri
     from raysae.results import summary_table
+    from raysae.store import store_uri
 
     args = config_parser(__doc__.splitlines()[0]).parse_args(argv)
     cfg = load_from_args(args)
@@ -233,6 +240,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{r['sae_id']}: {r['status']}{': ' + r['error'] if r.get('error') else ''}")
     print(f"\n{len(done)} of {len(rows)} SAEs finished"
           + (f"; best by {metric}: {done[0]['sae_id']} ({done[0][metric]:.4f})" if done else ""))
+    analysed = [r["sae_id"] for r in rows if r.get("analysed")]
+    store = redact(store_uri(cfg)) if store_uri(cfg) else f"embedded, data in {out / 'store'}"
     print(f"run directory: {out}\nresults: {out / 'results.csv'}\npareto: {out / 'pareto.png'}\n"
-          f"SAEs (SAELens format): {out / 'saes'}\nMLflow: {redact(tracking_uri(cfg))}")
+          f"SAEs (SAELens format): {out / 'saes'}\nMLflow: {redact(tracking_uri(cfg))}\n"
+          f"features of {len(analysed)} SAE(s) (analysis.which={cfg.analysis.which}): {', '.join(analysed) or '-'}; "
+          f"store: {store}")
     return 0 if done else 1

@@ -43,10 +43,10 @@ def store(analysed):
     """The store the analysis wrote to (its embedded server runs only inside this fixture)."""
     cfg, _, _ = analysed
     if os.environ.get("MONGODB_URI"):
-        with Store(os.environ["MONGODB_URI"]) as s:
+        with Store(os.environ["MONGODB_URI"], cfg.store.database) as s:
             yield s
         return
-    with EmbeddedServer(run_dir(cfg) / "store") as srv, Store(srv.uri) as s:
+    with EmbeddedServer(run_dir(cfg) / "store") as srv, Store(srv.uri, cfg.store.database) as s:
         yield s
 
 

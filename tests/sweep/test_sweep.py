@@ -17,7 +17,7 @@ SPACE = "{sae.architecture: {grid: [topk, jumprelu]}, train.lr: {grid: [0.003, 0
 def sweep(train_config, tmp_path_factory):
     cfg = train_config("sweep", f"sweep.search_space={SPACE}", "sweep.scheduler.type=asha",
                        "sweep.scheduler.grace_period_tokens=4096", "sweep.scheduler.reduction_factor=2",
-                       "sae.l0_coefficient=0.1")
+                       "sae.l0_coefficient=0.1", "analysis.which=frontier")
     cache = cache_dir(cfg, cfg.model.hook_point, "tokens")
     before = read_manifest(cache)
     config_file = write_config(cfg, tmp_path_factory.mktemp("sweep-config"))
@@ -58,6 +58,22 @@ def test_sweep_has_an_mlflow_parent_run_with_a_child_per_sae(sweep):
     experiment = client.get_experiment_by_name("sweep")
     children = client.search_runs([experiment.experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'")
     assert sorted(c.info.run_name for c in children) == sorted(r["sae_id"] for r in rows)
+
+
+def test_sweep_analyses_the_frontier_into_the_store(sweep):
+    from raysae.analysis import select_saes
+    from raysae.results import read_results
+    from raysae.store import EmbeddedServer, Store
+
+    cfg, _, out, _, _, _ = sweep
+    frontier = set(select_saes(read_results(out / "results.csv"), cfg))
+    assert frontier
+    with EmbeddedServer(out / "store") as srv, Store(srv.uri, cfg.store.database) as store:
+        assert {d["_id"] for d in store.saes.find()} == frontier
+        for sae_id in frontier:
+            assert store.features.count_documents({"sae_id": sae_id}) == 128
+            top = store.features.find_one({"sae_id": sae_id, "act_frequency": {"$gt": 0}})
+            assert top["top_examples"][0]["tokens"] and top["logits"]["top"]
 
 
 def test_bad_sweep_files_fail_before_any_work(train_config, tmp_path, capsys):
