@@ -25,7 +25,7 @@ CONTEXTS = 40  # of 16 tokens, BOS excluded: 600 analysed tokens
 @pytest.fixture(scope="module")
 def analysed(train_config):
     cfg = train_config("analysis", "activations.n_contexts=48", f"analysis.n_tokens={CONTEXTS * 15}",
-                       "analysis.num_actors=3", "analysis.cpus_per_actor=0.5", "analysis.batch_contexts=3",
+                       "analysis.num_actors=3", "analysis.cpus_per_actor=0.25", "analysis.batch_contexts=3",
                        "analysis.top_examples=5", "analysis.band_examples=2", "analysis.histogram_bins=6",
                        "analysis.window_before=4", "analysis.window_after=2", "analysis.logit_tokens=3")
     torch.manual_seed(0)
