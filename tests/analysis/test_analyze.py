@@ -123,3 +123,26 @@ def test_cli_names_a_missing_sae_directory(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "raysae.analyze", "--sae", str(tmp_path / "nope")],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "nope" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_live_activations_give_the_same_features_as_the_cache(analysed, store):
+    """`activations.source: live` generates the same contexts on the fly: the same statistics
+    (to float rounding: the model runs them in batches of another size than the cache did)."""
+    cfg, sae_dir, _ = analysed
+    cached = {d["index"]: d for d in store.features.find({"sae_id": "analysis/t000"}, {"_id": 0})}
+    store.close()
+    live = cfg.model_copy(update={"activations": cfg.activations.model_copy(update={"source": "live"}),
+                                  "name": "analysis-live"})
+    summary = analyse(live, [sae_dir])[0]
+    assert summary["n_tokens"] == CONTEXTS * 15
+    with EmbeddedServer(run_dir(live) / "store") as srv, Store(os.environ.get("MONGODB_URI") or srv.uri,
+                                                              cfg.store.database) as s:
+        docs = list(s.features.find({"sae_id": "analysis/t000"}, {"_id": 0}))
+    assert len(docs) == len(cached)
+    same_top = 0
+    for doc in docs:
+        ref = cached[doc["index"]]
+        assert doc["act_frequency"] == pytest.approx(ref["act_frequency"], abs=2 / 600)
+        assert doc["max_activation"] == pytest.approx(ref["max_activation"], rel=1e-4, abs=1e-6)
+        same_top += [e["context_id"] for e in doc["top_examples"]] == [e["context_id"] for e in ref["top_examples"]]
+    assert same_top >= 0.95 * len(docs)
