@@ -34,8 +34,10 @@ from shapes import shape_parser  # bench/ is the script's folder, so on sys.path
 from raysae import build_sae
 from raysae.activations import generate_caches, read_manifest
 from raysae.activations.cache import cache_dir
+from raysae.activations.pipeline import tokenizer_for
 from raysae.analysis import analyse
-from raysae.analysis.encode import encode_contexts
+from raysae.analysis.encode import encode_contexts, keep_mask
+from raysae.analysis.pipeline import excluded_token_ids
 from raysae.checkpoint import save_sae
 from raysae.config import load_config
 from raysae.ray_runtime import ensure_ray
@@ -68,7 +70,7 @@ def cached_batches(cfg, batch_contexts: int, device):
     n, seq, d = manifest["contexts_done"], manifest["context_size"], manifest["d_model"]
     acts = np.stack(table["acts"].to_numpy(zero_copy_only=False)).reshape(n, seq, d).astype(np.float32)
     tokens = np.stack(table["tokens"].to_numpy(zero_copy_only=False)).reshape(n, seq)
-    keep = torch.as_tensor(tokens != 50256)  # the GPT-2 tokenizer's BOS
+    keep = torch.as_tensor(keep_mask(tokens, excluded_token_ids(tokenizer_for(cfg))))  # as the actors do
     return [(torch.as_tensor(acts[i:i + batch_contexts]).to(device), keep[i:i + batch_contexts].to(device))
             for i in range(0, n, batch_contexts)]
 

@@ -30,10 +30,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not results.exists():
             raise FileNotFoundError(f"{results}: missing; train or sweep first, or name SAEs with --sae DIR")
         dirs = [run_dir(cfg) / "saes" / sae_id for sae_id in select_saes(read_results(results), cfg)]
-    for d in dirs:
-        if not (d / "cfg.json").exists():
-            raise FileNotFoundError(f"{d}: not an SAE checkpoint directory (no cfg.json)")
-    summaries = analyse(cfg, dirs)
+    summaries = analyse(cfg, dirs)  # checks each directory before any work
     for s in summaries:
         print(f"{s['sae_id']}: {s['features']} features ({s['alive']} alive) over {s['n_tokens']} tokens")
     return 0

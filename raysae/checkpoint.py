@@ -106,7 +106,7 @@ def _replace_dir(new: Path, target: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _read_json(file: Path) -> dict[str, Any]:
+def read_json(file: Path) -> dict[str, Any]:
     try:
         return json.loads(file.read_text())
     except FileNotFoundError:
@@ -118,10 +118,10 @@ def _read_json(file: Path) -> dict[str, Any]:
 def load_sae(path: str | os.PathLike, device: str | torch.device = "cpu") -> SparseAutoencoder:
     """Load an SAE written by `save_sae` (or a SAELens standard/topk/jumprelu checkpoint)."""
     path = Path(path)
-    cfg = _read_json(path / CFG_FILE)
+    cfg = read_json(path / CFG_FILE)
     record_file = path / RECORD_FILE
     if record_file.exists():
-        record = _read_json(record_file)
+        record = read_json(record_file)
         sae_cfg = SAEConfig.model_validate(record["sae"])
     else:
         arch = cfg.get("architecture")

@@ -106,6 +106,6 @@ def read_results(path: str | os.PathLike) -> list[dict[str, Any]]:
     rows = []
     with Path(path).open(newline="") as f:
         for row in csv.DictReader(f):
-            rows.append({k: float(v) if k in METRIC_COLUMNS[:-2] or k == "tokens" else v
+            rows.append({k: float(v) if k in METRIC_COLUMNS else v
                          for k, v in row.items() if v not in ("", None)})
     return rows

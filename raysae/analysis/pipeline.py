@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import datetime
-import json
 import logging
 import math
 import os
@@ -25,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from raysae.analysis.documents import TokenText, feature_documents
+from raysae.analysis.documents import FeatureDocuments, TokenText
 from raysae.analysis.encode import encode_contexts, keep_mask
 from raysae.analysis.logits import decoder_logits, model_unembedding
 from raysae.analysis.stats import (
@@ -99,7 +98,7 @@ def contexts_to_analyse(cfg: RaysaeConfig) -> int:
 
 def source_dataset(cfg: RaysaeConfig, tokenizer):
     """(Ray Dataset of `context_id`, `tokens`, activations; activation column; dtype; contexts)."""
-    from raysae.activations.cache import cache_dir, shard_paths, verify_cache
+    from raysae.activations.cache import cache_dir, read_shard_sequence, shard_paths, verify_cache
     from raysae.activations.generation import generation_dataset
     from raysae.activations.pipeline import generate_caches
     from raysae.activations.tokens import pack_contexts
@@ -118,8 +117,6 @@ def source_dataset(cfg: RaysaeConfig, tokenizer):
                     directory, n, wanted, cfg.analysis.n_tokens)
     rows = np.cumsum([s["rows"] for s in manifest["shards"]])
     paths = shard_paths(directory, manifest)[: int(np.searchsorted(rows, n)) + 1]
-    from raysae.activations.cache import read_shard_sequence
-
     ds = read_shard_sequence(paths, columns=["context_id", "tokens", "acts"]).limit(n)
     # Blocks of about one analysis batch, so that every actor of the pool gets work
     # (an actor takes whole blocks; a cache shard is one block).
@@ -179,9 +176,8 @@ def analyse_group(cfg: RaysaeConfig, sae_dirs: list[Path], records: list[dict], 
     for part in _parts(encoded):
         for i, enc in enumerate(part["encoded"]):
             hist[i] += histogram_counts(enc, edges[i])
-            which, start, tok, acts = example_windows(
-                enc, part["context_id"], part["tokens"], saes[i].d_sae, examples[i],
-                np.arange(len(examples[i].feat)), a.window_before, a.window_after)
+            which, start, tok, acts = example_windows(enc, part["context_id"], part["tokens"], saes[i].d_sae,
+                                                      examples[i], a.window_before, a.window_after)
             windows[i][0][which], windows[i][1][which], windows[i][2][which] = start, tok, acts
     del encoded
     seconds_stats = time.perf_counter() - started
@@ -201,8 +197,7 @@ def analyse_group(cfg: RaysaeConfig, sae_dirs: list[Path], records: list[dict], 
         doc = sae_document(cfg, d, record, sae, sae_id, totals[i], n_contexts)
         store.put_sae(doc)
         t0 = time.perf_counter()
-        docs = feature_documents(sae_id, totals[i], hist[i], edges[i], examples[i], windows[i], logits, text,
-                                 a.bands)
+        docs = FeatureDocuments(sae_id, totals[i], hist[i], edges[i], examples[i], windows[i], logits, text, a.bands)
         n = store.write_features(sae_id, docs, sae.d_sae, on_batch=on_batch)
         write_s = time.perf_counter() - t0
         finished = datetime.datetime.now(datetime.UTC)
@@ -237,9 +232,8 @@ def sae_document(cfg: RaysaeConfig, directory: Path, record: dict, sae, sae_id: 
 
 
 def read_record(directory: Path) -> dict[str, Any]:
-    from raysae.checkpoint import RECORD_FILE
+    """The SAE's `raysae.json` ({} for a checkpoint written by SAELens itself)."""
+    from raysae.checkpoint import RECORD_FILE, read_json
 
     file = directory / RECORD_FILE
-    if not file.exists():
-        return {}
-    return json.loads(file.read_text())
+    return read_json(file) if file.exists() else {}

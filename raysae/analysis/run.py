@@ -16,20 +16,16 @@ log = logging.getLogger("raysae.analyze")
 def select_saes(rows: Sequence[Mapping[str, Any]], cfg: RaysaeConfig) -> list[str]:
     """The sae_ids `analysis.which` picks among finished rows: the best by
     `sweep.metric`, the L0/FVU Pareto frontier, or all."""
-    from raysae.sweep.summary import pareto_front
+    from raysae.sweep.summary import best_row, frontier_axis, pareto_rows
 
     done = [r for r in rows if r.get("status", "finished") == "finished" and not r.get("error")]
-    which, metric = cfg.analysis.which, cfg.sweep.metric
-    if which == "all" or not done:
+    if cfg.analysis.which == "all":
         return [r["sae_id"] for r in done]
-    if which == "best":
-        ranked = [r for r in done if metric in r]
-        pick = min if cfg.sweep.mode == "min" else max
-        return [pick(ranked, key=lambda r: r[metric])["sae_id"]] if ranked else []
-    y = "explained_variance" if metric == "explained_variance" else "fvu"
-    sign = -1 if y == "explained_variance" else 1
-    points = [r for r in done if "l0" in r and y in r]
-    return [points[i]["sae_id"] for i in pareto_front([(r["l0"], sign * r[y]) for r in points])]
+    if cfg.analysis.which == "best":
+        best = best_row(done, cfg.sweep.metric, cfg.sweep.mode)
+        return [best["sae_id"]] if best is not None else []
+    points, front = pareto_rows(done, frontier_axis(cfg.sweep.metric))
+    return [points[i]["sae_id"] for i in front]
 
 
 def analyse(cfg: RaysaeConfig, sae_dirs: Sequence[str | Path], *, store_dir: str | Path | None = None,
@@ -38,14 +34,15 @@ def analyse(cfg: RaysaeConfig, sae_dirs: Sequence[str | Path], *, store_dir: str
     `<run dir>/store` when none is configured); SAEs on the same activations share a pass."""
     from raysae.activations.cache import key_inputs
     from raysae.analysis.pipeline import analyse_group, analysis_config, read_record
+    from raysae.checkpoint import CFG_FILE
     from raysae.ray_runtime import ensure_ray
     from raysae.results import run_dir
     from raysae.store import open_store
 
     groups: dict[str, tuple[RaysaeConfig, list[Path], list[dict]]] = {}
     for d in map(Path, sae_dirs):
-        if not (d / "cfg.json").exists():
-            raise FileNotFoundError(f"{d}: not an SAE checkpoint directory (no cfg.json)")
+        if not (d / CFG_FILE).exists():
+            raise FileNotFoundError(f"{d}: not an SAE checkpoint directory (no {CFG_FILE})")
         record = read_record(d)
         acfg = analysis_config(cfg, record)
         key = json.dumps([acfg.activations.source, key_inputs(acfg, acfg.model.hook_point, "contexts")],

@@ -175,15 +175,14 @@ def histogram_counts(batch: EncodedBatch, edges: np.ndarray) -> np.ndarray:
 
 
 def example_windows(batch: EncodedBatch, context_ids: np.ndarray, tokens: np.ndarray, d_sae: int,
-                    examples: Examples, wanted: np.ndarray, before: int, after: int):
-    """Windows of `examples` (indices `wanted`) whose context is in this batch:
-    (which, start position, token ids [n, W], activations [n, W]); -1 / nan pad."""
+                    examples: Examples, before: int, after: int):
+    """Windows of the `examples` whose context is in this batch: (their indices in
+    `examples`, start position, token ids [n, W], activations [n, W]); -1 / nan pad."""
     ctx_ids = np.asarray(context_ids, dtype=np.int64)
     lookup = np.argsort(ctx_ids, kind="stable")
-    slot = np.searchsorted(ctx_ids[lookup], examples.context[wanted])
-    slot = np.minimum(slot, len(ctx_ids) - 1)
-    here = ctx_ids[lookup][slot] == examples.context[wanted]
-    which = wanted[here]
+    slot = np.minimum(np.searchsorted(ctx_ids[lookup], examples.context), len(ctx_ids) - 1)
+    here = ctx_ids[lookup][slot] == examples.context
+    which = np.flatnonzero(here)
     row = lookup[slot[here]]
     seq = tokens.shape[1]
     width = before + after + 1

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import pymongo
@@ -120,58 +120,52 @@ class Store:
     def set_sae_fields(self, sae_id: str, fields: Mapping[str, Any]) -> None:
         self.retrying(f"updating SAE {sae_id}", lambda: self.saes.update_one({"_id": sae_id}, {"$set": dict(fields)}))
 
-    def write_features(self, sae_id: str, docs: Iterable[Mapping[str, Any]], d_sae: int, *,
+    def write_features(self, sae_id: str, document: Callable[[int], dict[str, Any]], d_sae: int, *,
                        on_batch: Callable[[int], None] | None = None) -> int:
-        """Replace every feature document of `sae_id` (indices 0..d_sae-1): the old
-        ones are deleted, the new ones inserted in batches. Returns the number written.
+        """Replace every feature document of `sae_id`: the old ones are deleted, the
+        new ones (`document(i)` for i in 0..d_sae-1) inserted in batches. Returns
+        the number written.
 
         Inserting is ~3x faster than replace-upserts on the embedded server; the
         unique (sae_id, index) index turns a repeated insert (a retry after a
         lost acknowledgement) into a duplicate-key error that is ignored, and the
-        final read-back inserts anything a crashed server dropped.
-        `on_batch(n_written)` runs after each batch.
+        final read-back inserts anything a crashed server dropped, building those
+        documents again. `on_batch(n_written)` runs after each batch.
         """
         self.retrying(f"removing the old features of {sae_id}",
                       lambda: self.features.delete_many({"sae_id": sae_id}))
-        written = 0
-        by_index: dict[int, Mapping[str, Any]] = {}
-        batch: list[Mapping[str, Any]] = []
         started = time.perf_counter()
-        for doc in docs:
-            by_index[doc["index"]] = doc
-            batch.append(doc)
-            if len(batch) >= self.batch_size:
-                written += self._insert(sae_id, batch)
-                batch = []
-                if on_batch:
-                    on_batch(written)
-                if written % (self.batch_size * 16) == 0:
-                    log.info("%s: %d/%d feature documents written (%.0f/s)", sae_id, written, d_sae,
-                             written / (time.perf_counter() - started))
-        if batch:
-            written += self._insert(sae_id, batch)
+        for written, indices in self._batches(range(d_sae)):
+            self._insert(sae_id, [document(i) for i in indices])
             if on_batch:
                 on_batch(written)
+            if written % (self.batch_size * 16) == 0:
+                log.info("%s: %d/%d feature documents written (%.0f/s)", sae_id, written, d_sae,
+                         written / (time.perf_counter() - started))
         for _ in range(3):  # read back: a crashed server may have dropped acknowledged writes
             missing = sorted(set(range(d_sae)) - self.present_indices(sae_id))
             if not missing:
-                return written
+                return d_sae
             log.warning("%s: %d feature documents missing after the write; writing them again", sae_id, len(missing))
-            for start in range(0, len(missing), self.batch_size):
-                self._insert(sae_id, [by_index[i] for i in missing[start:start + self.batch_size]])
+            for _, indices in self._batches(missing):
+                self._insert(sae_id, [document(i) for i in indices])
         raise StoreError(f"{sae_id}: feature documents still missing at {self.uri_shown} after rewriting")
+
+    def _batches(self, indices: Sequence[int]):
+        """(number done after this batch, the batch's indices), `batch_size` at a time."""
+        for start in range(0, len(indices), self.batch_size):
+            batch = indices[start:start + self.batch_size]
+            yield start + len(batch), batch
 
     def present_indices(self, sae_id: str) -> set[int]:
         return self.retrying(f"reading feature indices of {sae_id}", lambda: {
             d["index"] for d in self.features.find({"sae_id": sae_id}, {"index": 1, "_id": 0})
         })
 
-    def _insert(self, sae_id: str, docs: list[Mapping[str, Any]]) -> int:
-        copies = [dict(d) for d in docs]  # pymongo adds _id; keep the same ones across retries
-
+    def _insert(self, sae_id: str, docs: list[dict[str, Any]]) -> None:
         def insert():
-            try:
-                self.features.insert_many(copies, ordered=False)
+            try:  # pymongo adds an _id to each document; retries send the same ones
+                self.features.insert_many(docs, ordered=False)
             except mongo_errors.BulkWriteError as exc:
                 errors = exc.details.get("writeErrors", [])
                 if not errors or any(e.get("code") != DUPLICATE_KEY for e in errors):
@@ -179,4 +173,3 @@ class Store:
                 # duplicates only: those documents are already there (an earlier attempt wrote them)
 
         self.retrying(f"writing features {docs[0]['index']}..{docs[-1]['index']} of {sae_id}", insert)
-        return len(docs)

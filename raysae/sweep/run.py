@@ -155,7 +155,7 @@ def run_sweep(cfg: RaysaeConfig) -> tuple[list[dict], Path]:
     from raysae.distributed.tracking import flat_params, log_batch, mlflow_experiment
     from raysae.ray_runtime import ensure_ray, keep_working_directory
     from raysae.results import run_dir, write_config, write_results
-    from raysae.sweep.summary import write_pareto
+    from raysae.sweep.summary import best_row, frontier_axis, write_pareto
 
     groups = trial_groups(cfg)
     trials = [[point_config(cfg, p) for p in group] for group in groups]
@@ -203,15 +203,13 @@ def run_sweep(cfg: RaysaeConfig) -> tuple[list[dict], Path]:
     grid = tuner.fit()
     rows = _rows(grid, groups, trials)
     results = write_results(rows, out)
-    y = "explained_variance" if cfg.sweep.metric == "explained_variance" else "fvu"
-    pareto = write_pareto([r for r in rows if r["status"] == "finished"], out / "pareto.png", y=y)
+    finished = [r for r in rows if r["status"] == "finished"]
+    pareto = write_pareto(finished, out / "pareto.png", y=frontier_axis(cfg.sweep.metric))
     client.log_artifact(parent_id, str(results))
     if pareto is not None:
         client.log_artifact(parent_id, str(pareto))
-    finished = [r for r in rows if r["status"] == "finished" and cfg.sweep.metric in r]
-    if finished:
-        pick = min if cfg.sweep.mode == "min" else max
-        best = pick(finished, key=lambda r: r[cfg.sweep.metric])
+    best = best_row(finished, cfg.sweep.metric, cfg.sweep.mode)
+    if best is not None:
         log_batch(client, parent_id, metrics={f"best_{cfg.sweep.metric}": best[cfg.sweep.metric]})
         client.set_tag(parent_id, "raysae.best_sae", best["sae_id"])
     client.set_terminated(parent_id, status="FINISHED")

@@ -20,6 +20,26 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
     return front
 
 
+def frontier_axis(metric: str) -> str:
+    """The quality axis against L0: explained variance when the sweep ranks by it, else FVU."""
+    return "explained_variance" if metric == "explained_variance" else "fvu"
+
+
+def pareto_rows(rows: Sequence[Mapping[str, Any]], y: str) -> tuple[list[Mapping[str, Any]], list[int]]:
+    """(the rows with numbers for L0 and `y`, the indices among them on the L0/`y` frontier)."""
+    done = [r for r in rows if isinstance(r.get("l0"), (int, float)) and isinstance(r.get(y), (int, float))]
+    points = [(float(r["l0"]), float(r[y]) if y != "explained_variance" else -float(r[y])) for r in done]
+    return done, pareto_front(points)
+
+
+def best_row(rows: Sequence[Mapping[str, Any]], metric: str, mode: str) -> Mapping[str, Any] | None:
+    """The row with the lowest (`mode` min) or highest `metric`; None when no row has it."""
+    ranked = [r for r in rows if metric in r]
+    if not ranked:
+        return None
+    return (min if mode == "min" else max)(ranked, key=lambda r: r[metric])
+
+
 def write_pareto(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike, *, y: str = "fvu") -> Path | None:
     """L0 against `y` for every finished SAE, coloured by architecture, the frontier joined.
 
@@ -30,11 +50,9 @@ def write_pareto(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike, *, 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    done = [r for r in rows if isinstance(r.get("l0"), (int, float)) and isinstance(r.get(y), (int, float))]
+    done, front = pareto_rows(rows, y)
     if not done:
         return None
-    points = [(float(r["l0"]), float(r[y]) if y != "explained_variance" else -float(r[y])) for r in done]
-    front = pareto_front(points)
     fig, ax = plt.subplots(figsize=(6.4, 4.8), dpi=120)
     for arch in sorted({str(r.get("architecture")) for r in done}):
         mine = [r for r in done if str(r.get("architecture")) == arch]

@@ -51,7 +51,7 @@ def run(sae, acts, tokens, ids, splits, *, n_top=4, per_band=3, bins=7, before=3
     width = before + after + 1
     win = (np.zeros(len(ex.feat), int), np.full((len(ex.feat), width), -1), np.full((len(ex.feat), width), np.nan))
     for enc, cid, tok in parts:
-        which, start, t, a = example_windows(enc, cid, tok, D_SAE, ex, np.arange(len(ex.feat)), before, after)
+        which, start, t, a = example_windows(enc, cid, tok, D_SAE, ex, before, after)
         win[0][which], win[1][which], win[2][which] = start, t, a
     return totals, ex, hist, edges, win
 
