@@ -126,6 +126,10 @@ def source_dataset(cfg: RaysaeConfig, tokenizer):
     return ds, "acts", manifest["dtype"], n
 
 
+# Long enough for an autoscaler to add a GPU node; then Ray Data fails naming the pool.
+ACTOR_START_TIMEOUT_S = 900
+
+
 def _parts(encoded_ds):
     for batch in encoded_ds.iter_batches(batch_size=None, batch_format="numpy"):
         for blob in batch["part"]:
@@ -145,6 +149,9 @@ def analyse_group(cfg: RaysaeConfig, sae_dirs: list[Path], records: list[dict], 
     started = time.perf_counter()
     tokenizer = tokenizer_for(cfg)
     source, column, dtype, n_contexts = source_dataset(cfg, tokenizer)
+    # Start the whole pool before the first batch: actors start asynchronously by
+    # default, and the first one up would take every batch of a short analysis.
+    source.context.wait_for_min_actors_s = ACTOR_START_TIMEOUT_S
     encoded = source.map_batches(
         SAEEncoder,
         fn_constructor_kwargs={"sae_dirs": [str(d) for d in sae_dirs], "column": column, "dtype": dtype,
