@@ -113,3 +113,64 @@ def train_config(tmp_path_factory, tokenizer_dir, ray_local):
 
     generate_caches(make("cache"))
     return make
+
+
+HTML_PAYLOAD = "<script>window.pwned=1</script>"
+"""A corpus 'word' that would run if the browser printed corpus text unescaped."""
+
+
+@pytest.fixture(scope="session")
+def browsed_run(tmp_path_factory, train_config):
+    """A real tiny analysis of two SAEs, on a corpus whose text contains HTML, in an
+    embedded store; the run directory also has a Pareto plot. (cfg, run directory, store folder)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from raysae import build_sae
+    from raysae.analysis import analyse
+    from raysae.checkpoint import save_sae
+    from raysae.results import run_dir
+    from raysae.sweep.summary import write_pareto
+
+    root = tmp_path_factory.mktemp("browsed")
+    corpus = root / "corpus"
+    corpus.mkdir()
+    rng = random.Random(5)
+    for i in range(6):  # whitespace-separated words, so the payload is one token
+        (corpus / f"doc{i}.txt").write_text(" ".join(rng.choice([*WORDS, HTML_PAYLOAD]) for _ in range(300)))
+    tok = Tokenizer(models.WordLevel(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.train([str(p) for p in sorted(corpus.glob("*.txt"))],
+              trainers.WordLevelTrainer(special_tokens=["<unk>", "<bos>", "<eos>"]))
+    tokenizer = root / "tokenizer"
+    PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>",
+                            unk_token="<unk>").save_pretrained(tokenizer)
+
+    cfg = train_config("browse", f"data.path={corpus}", f"model.tokenizer={tokenizer}",
+                       "activations.n_contexts=40", "analysis.n_tokens=600", "analysis.num_actors=1",
+                       "analysis.top_examples=4", "analysis.band_examples=2", "analysis.logit_tokens=5")
+    rows = []
+    for trial, (architecture, fvu, l0) in enumerate([("topk", 0.5, 4.0), ("standard", 0.3, 9.0)]):
+        torch.manual_seed(trial)
+        sae = build_sae(cfg.sae.model_copy(update={"architecture": architecture}), 32)
+        with torch.no_grad():
+            sae.W_enc.normal_(0, 0.3)
+        sae_id = f"browse/t00{trial}"
+        metrics = {"fvu": fvu, "l0": l0, "dead_fraction": 0.0}
+        save_sae(sae, run_dir(cfg) / "saes" / sae_id, config=cfg, record={"metrics": metrics})
+        rows.append({"sae_id": sae_id, "architecture": architecture, **metrics})
+    write_pareto(rows, run_dir(cfg) / "pareto.png")
+    analyse(cfg, [run_dir(cfg) / "saes" / r["sae_id"] for r in rows])
+    return cfg, run_dir(cfg), run_dir(cfg) / "store"
+
+
+@pytest.fixture(scope="module")
+def browsed_store(browsed_run):
+    """The store `browsed_run` wrote, served for one test module (MONGODB_URI when set, else
+    its embedded server, which only one process may run per folder)."""
+    from raysae.store import connect
+
+    cfg, _, store_dir = browsed_run
+    uri = os.environ.get("MONGODB_URI")
+    with connect(uri, None if uri else store_dir, cfg.store.database) as store:
+        yield store

@@ -17,6 +17,14 @@ def band_label(band: list[float]) -> str:
 NON_ACTIVATING = "non-activating"
 
 
+def descending_ranks(values: np.ndarray) -> np.ndarray:
+    """Each feature's place (0 = first) when sorted by `values` descending, ties by index."""
+    order = np.lexsort((np.arange(len(values)), -np.asarray(values, dtype=np.float64)))
+    ranks = np.empty(len(values), dtype=np.int64)
+    ranks[order] = np.arange(len(values))
+    return ranks
+
+
 class TokenText:
     """Token id -> its text (as the tokenizer decodes it alone), cached."""
 
@@ -47,6 +55,8 @@ class FeatureDocuments:
         self.frequency, self.mean = totals.frequency, totals.mean
         self.bounds = np.searchsorted(examples.feat, np.arange(len(totals.count) + 1))
         self.labels = [band_label(b) for b in bands] + [NON_ACTIVATING]
+        self.rank_frequency = descending_ranks(totals.count)
+        self.rank_max = descending_ranks(totals.max)
 
     def __len__(self) -> int:
         return len(self.totals.count)
@@ -81,6 +91,8 @@ class FeatureDocuments:
             "n_active": int(t.count[i]),
             "max_activation": float(t.max[i]),
             "mean_activation": float(self.mean[i]),
+            "rank_frequency": int(self.rank_frequency[i]),
+            "rank_max": int(self.rank_max[i]),
             "histogram": {"edges": self.edges[i].tolist(), "counts": self.histogram[i].tolist()},
             "top_examples": top,
             "band_examples": [{"band": label, "examples": ex} for label, ex in zip(self.labels, banded, strict=True)],

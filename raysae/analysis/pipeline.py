@@ -33,6 +33,7 @@ from raysae.analysis.stats import (
     example_windows,
     histogram_counts,
     histogram_edges,
+    log_density,
     select_examples,
 )
 from raysae.config import RaysaeConfig, redact
@@ -233,8 +234,10 @@ def sae_document(cfg: RaysaeConfig, directory: Path, record: dict, sae, sae_id: 
         "metrics": record.get("metrics", {}),
         "tokens": record.get("tokens"),
         "checkpoint": str(directory.resolve()),
+        "run_dir": str(run),
         "analysis": {"n_tokens": totals.n_tokens, "n_contexts": n_contexts, "source": cfg.activations.source,
-                     "alive": int((totals.count > 0).sum()), "finished_at": None},
+                     "alive": int((totals.count > 0).sum()), "finished_at": None,
+                     "density": log_density(totals.count, totals.n_tokens)},
     }
 
 

@@ -200,3 +200,15 @@ def example_windows(batch: EncodedBatch, context_ids: np.ndarray, tokens: np.nda
     acts = np.where(found, batch.vals[hit] if len(sparse_keys) else 0.0, 0.0).astype(np.float32)
     acts = np.where(valid, acts, np.nan).astype(np.float32)
     return which, start, tok, acts
+
+
+def log_density(count: np.ndarray, n_tokens: int, bins_per_decade: int = 4) -> dict:
+    """The feature-density histogram of an SAE: how many features fire at each
+    log10 frequency, from the rarest frequency observable (1 / n_tokens) up to 1.
+    Dead features (count 0) have no logarithm and are counted apart."""
+    alive = count > 0
+    low = np.floor(np.log10(1.0 / max(n_tokens, 1)))
+    n_bins = max(int(-low) * bins_per_decade, 1)
+    edges = np.linspace(low, 0.0, n_bins + 1)
+    counts, _ = np.histogram(np.log10(count[alive] / max(n_tokens, 1)), bins=edges)
+    return {"log10_edges": edges.tolist(), "counts": counts.tolist(), "dead": int((~alive).sum())}

@@ -12,7 +12,7 @@ from raysae.store.client import Store, is_transient
 from raysae.store.embedded import EmbeddedServer
 from raysae.store.errors import StoreError
 
-__all__ = ["EmbeddedServer", "Store", "StoreError", "is_transient", "open_store", "store_uri"]
+__all__ = ["EmbeddedServer", "Store", "StoreError", "connect", "is_transient", "open_store", "store_uri"]
 
 
 def store_uri(cfg: RaysaeConfig) -> str | None:
@@ -37,6 +37,36 @@ def open_store(cfg: RaysaeConfig, store_dir: str | os.PathLike) -> Iterator[Stor
         with Store(uri, s.database, timeout_s=s.timeout_seconds, retry_s=s.retry_seconds,
                    batch_size=s.batch_size) as store:
             store.ensure_indexes()
+            yield store
+    finally:
+        if server is not None:
+            server.stop()
+
+
+def store_folder(directory: str | os.PathLike) -> Path:
+    """The embedded store's folder, given it or the run directory that holds it."""
+    d = Path(directory)
+    if not (d / "db").is_dir() and (d / "store" / "db").is_dir():
+        d = d / "store"
+    if not (d / "db").is_dir():
+        raise StoreError(f"{directory}: no embedded store here (expected {d / 'db'}; it is written by "
+                         f"`python -m raysae.analyze` or a sweep, under <output_dir>/<name>/store)")
+    return d
+
+
+@contextlib.contextmanager
+def connect(uri: str | None, store_dir: str | os.PathLike | None, database: str = "raysae",
+            timeout_s: float = 10.0) -> Iterator[Store]:
+    """A finished run's store, for reading: a MongoDB at `uri`, or an embedded server
+    started over `store_dir` (a run's `store/` or the run directory) until the block ends."""
+    server = None
+    if store_dir is not None:
+        server = EmbeddedServer(store_folder(store_dir)).start()
+        uri = server.uri
+    elif uri is None:
+        raise StoreError("no store: give --uri URI (or set MONGODB_URI) or --store DIR")
+    try:
+        with Store(uri, database, timeout_s=timeout_s) as store:
             yield store
     finally:
         if server is not None:

@@ -28,6 +28,10 @@ FEATURE_INDEXES = [
     ([("sae_id", 1), ("index", 1)], {"unique": True}),
     ([("sae_id", 1), ("act_frequency", -1)], {}),
     ([("sae_id", 1), ("max_activation", -1)], {}),
+    # The browser pages by rank ranges: bounded index scans that fetch one page of
+    # documents, where a sort + skip fetches every feature first on some servers.
+    ([("sae_id", 1), ("rank_frequency", 1)], {}),
+    ([("sae_id", 1), ("rank_max", 1)], {}),
 ]
 """Every field the writers and the browser filter or sort on, per SAE."""
 

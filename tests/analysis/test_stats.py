@@ -13,6 +13,7 @@ from raysae.analysis.stats import (
     example_windows,
     histogram_counts,
     histogram_edges,
+    log_density,
     select_examples,
 )
 from raysae.config import SAEConfig
@@ -135,3 +136,19 @@ def test_any_split_and_order_gives_the_same_statistics(data):
     np.testing.assert_array_equal(e1, e2)
     for a, b in zip(w1, w2, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_log_density_counts_each_feature_once_by_its_log_frequency():
+    n_tokens = 1000  # frequencies down to 1e-3: 3 decades of 4 bins
+    count = np.array([0, 0, 1, 10, 11, 100, 999, 1000])
+    density = log_density(count, n_tokens)
+    edges = np.array(density["log10_edges"])
+    assert edges[0] == -3 and edges[-1] == 0 and len(edges) == 13
+    assert density["dead"] == 2 and sum(density["counts"]) == 6
+    # independent: place each alive frequency by hand (a value on an inner edge opens the
+    # next bin; 1.0 closes the last one)
+    expected = np.zeros(12, int)
+    for c in count[count > 0]:
+        x = np.log10(c / n_tokens)
+        expected[min(int(np.floor((x + 3) * 4 + 1e-9)), 11)] += 1
+    assert density["counts"] == expected.tolist()

@@ -1,0 +1,136 @@
+"""The feature browser: server-rendered Flask pages over the analysis store.
+
+Routes (SAE ids contain slashes, e.g. `quickstart-sweep/t001`):
+    /                                  SAEs with their metrics (?sort=COLUMN&desc=1)
+    /sae/<sae_id>                      density histogram, alive/dead, feature list
+                                       (?order=index|frequency|max&page=N&min_freq=&max_freq=)
+    /sae/<sae_id>/feature/<index>      one feature
+    /sae/<sae_id>/goto?index=N         jump to a feature
+    /sae/<sae_id>/random               a random alive feature
+    /pareto/<name>.png                 the run's Pareto plot
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+
+from flask import Flask, abort, redirect, render_template, request, send_file, url_for
+from pymongo import errors as mongo_errors
+from werkzeug.exceptions import HTTPException
+
+from raysae.dashboard import queries, render
+from raysae.store import Store
+
+log = logging.getLogger("raysae.dashboard")
+
+PER_PAGE = 50
+
+
+def _float_arg(name: str) -> float | None:
+    raw = request.args.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        return float(raw)
+    except ValueError:
+        abort(400, f"{name} must be a number, got {raw!r}")
+
+
+def _int_arg(name: str, default: int) -> int:
+    raw = request.args.get(name, "").strip()
+    try:
+        return int(raw) if raw else default
+    except ValueError:
+        abort(400, f"{name} must be a whole number, got {raw!r}")
+
+
+def create_app(store: Store, *, title: str = "raysae feature browser", seed: int | None = None) -> Flask:
+    app = Flask(__name__)
+    app.config["store"] = store
+    rng = random.Random(seed)
+    app.jinja_env.globals.update(title=title, shade=render.token_shade, number=render.number,
+                                 frequency=render.frequency, token_text=render.token_text)
+
+    def sae_or_404(sae_id: str) -> dict:
+        sae = queries.get_sae(store, sae_id)
+        if sae is None:
+            abort(404, f"No SAE called {sae_id!r} in this store.")
+        return sae
+
+    @app.get("/")
+    def sae_list():
+        sort = request.args.get("sort", "name")
+        descending = request.args.get("desc") == "1"
+        saes = queries.list_saes(store, "name")
+        metrics = queries.metric_names(saes)
+        columns = list(queries.SAE_COLUMNS) + [f"metrics.{m}" for m in metrics]
+        if sort not in columns:
+            abort(400, f"cannot sort by {sort!r}; columns: {', '.join(columns)}")
+        saes = queries.list_saes(store, sort, descending)
+        runs = queries.runs_with_pareto(saes)
+        return render_template("saes.html", saes=saes, metrics=metrics, sort=sort, descending=descending,
+                               runs=runs)
+
+    @app.get("/sae/<path:sae_id>/feature/<int:index>")
+    def feature(sae_id: str, index: int):
+        sae = sae_or_404(sae_id)
+        doc = queries.get_feature(store, sae_id, index)
+        if doc is None:
+            abort(404, f"SAE {sae_id!r} has no feature {index} (its features are 0–{sae['d_sae'] - 1}).")
+        hist = doc.get("histogram") or {}
+        bars = render.histogram_bars(hist.get("edges", [0, 1]), hist.get("counts", []))
+        return render_template("feature.html", sae=sae, f=doc, bars=bars)
+
+    @app.get("/sae/<path:sae_id>/goto")
+    def goto(sae_id: str):
+        sae_or_404(sae_id)
+        return redirect(url_for("feature", sae_id=sae_id, index=_int_arg("index", 0)))
+
+    @app.get("/sae/<path:sae_id>/random")
+    def random_feature(sae_id: str):
+        sae = sae_or_404(sae_id)
+        index = queries.random_alive_index(store, sae, rng)
+        if index is None:
+            abort(404, f"SAE {sae_id!r} has no alive feature: none fired on the analysed tokens.")
+        return redirect(url_for("feature", sae_id=sae_id, index=index))
+
+    @app.get("/sae/<path:sae_id>")
+    def sae_page(sae_id: str):
+        sae = sae_or_404(sae_id)
+        order = request.args.get("order", "frequency")
+        if order not in queries.FEATURE_ORDERS:
+            abort(400, f"order must be one of {', '.join(queries.FEATURE_ORDERS)}, got {order!r}")
+        min_freq, max_freq = _float_arg("min_freq"), _float_arg("max_freq")
+        listing = queries.list_features(store, sae, order=order, page=_int_arg("page", 1), per_page=PER_PAGE,
+                                        min_freq=min_freq, max_freq=max_freq)
+        density = (sae.get("analysis") or {}).get("density")
+        bars = render.histogram_bars(density["log10_edges"], density["counts"], log_x=True) if density else None
+        if min_freq is not None or max_freq is not None:
+            order = "frequency"  # a frequency range lists in frequency order
+        return render_template("sae.html", sae=sae, listing=listing, order=order, min_freq=min_freq,
+                               max_freq=max_freq, density=density, bars=bars)
+
+    @app.get("/pareto/<name>.png")
+    def pareto(name: str):
+        path = queries.pareto_file(store, name)
+        if path is None:
+            abort(404, f"No Pareto plot for a run called {name!r}.")
+        return send_file(path, mimetype="image/png")
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException):
+        return render_template("error.html", code=exc.code, name=exc.name, message=exc.description), exc.code
+
+    @app.errorhandler(LookupError)
+    def old_analysis(exc: LookupError):
+        message = f"{exc.args[0] if exc.args else exc} Rerun `python -m raysae.analyze` on this SAE."
+        return render_template("error.html", code=500, name="Incomplete analysis", message=message), 500
+
+    @app.errorhandler(mongo_errors.PyMongoError)
+    def store_error(exc: mongo_errors.PyMongoError):
+        log.error("store error: %s", exc)
+        message = f"The store at {store.uri_shown} did not answer: {str(exc).splitlines()[0][:200]}"
+        return render_template("error.html", code=503, name="Store unavailable", message=message), 503
+
+    return app

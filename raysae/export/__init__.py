@@ -1,0 +1,1 @@
+"""Exports of analysed SAEs to other tools (`python -m raysae.export FORMAT ...`)."""

@@ -1,0 +1,114 @@
+"""The feature browser in headless Chromium (Debian's `chromium`, driven by Playwright),
+against a store from a real tiny analysis. Screenshots go to test-artifacts/dashboard/."""
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from raysae.dashboard import Server, create_app
+from raysae.dashboard.render import number
+from tests.conftest import HTML_PAYLOAD
+
+SAE = "browse/t000"
+ARTIFACTS = Path(os.environ.get("RAYSAE_TEST_ARTIFACTS", Path(__file__).parents[2] / "test-artifacts")) / "dashboard"
+# As root and on a closed network: no sandbox, no background connections to Google.
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-sync",
+                 "--disable-background-networking", "--disable-component-update"]
+
+
+def chromium_path() -> str:
+    found = os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    if not found:
+        pytest.fail("Chromium is missing: `bash scripts/install.sh --dev` installs Debian's chromium "
+                    "(or set CHROMIUM=/path/to/chromium)")
+    return found
+
+
+@pytest.fixture(scope="module")
+def site(browsed_store):
+    with Server(create_app(browsed_store, seed=0)) as server:
+        yield server.url
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    yield context.new_page()
+    context.close()
+
+
+def test_sae_list_sorts_and_leads_to_an_sae_page(page, site):
+    page.goto(site)
+    assert page.locator("table.saes tbody tr").count() == 2
+    page.get_by_role("link", name="fvu", exact=True).click()
+    rows = page.locator("table.saes tbody tr td:first-child").all_inner_texts()
+    assert [r.split()[0] for r in rows] == ["browse/t001", "browse/t000"]  # fvu 0.3, 0.5
+    page.screenshot(path=ARTIFACTS / "saes.png", full_page=True)
+    page.get_by_role("link", name=SAE).click()
+    page.wait_for_url(f"**/sae/{SAE}")
+    assert page.locator("h1").inner_text() == SAE
+    assert page.locator("figure.hist rect").count() > 3  # the density histogram
+    alive, dead = int(page.locator("#alive").inner_text()), int(page.locator("#dead").inner_text())
+    assert alive + dead == 128 and dead > 0
+    assert page.locator("table.features tbody tr").count() == 50
+    page.screenshot(path=ARTIFACTS / "sae.png", full_page=True)
+    page.get_by_role("link", name="next →").click()
+    assert "page 2 of 3" in page.locator("p.count").inner_text()
+    page.locator("#random").click()
+    page.wait_for_url(f"**/sae/{SAE}/feature/*")
+    assert "never fired" not in page.locator("#frequency").inner_text()
+
+
+def test_feature_page_shows_stats_shaded_examples_and_logits(page, site, browsed_store):
+    doc = browsed_store.features.find_one({"sae_id": SAE, "rank_frequency": 0})  # the most frequent feature
+    page.goto(f"{site}/sae/{SAE}/feature/{doc['index']}")
+    assert page.locator("#feature-index").inner_text() == str(doc["index"])
+    assert page.locator("#max-activation").inner_text() == number(doc["max_activation"])
+    examples = page.locator("#top-examples .example")
+    assert examples.count() == len(doc["top_examples"]) == 4
+    first = doc["top_examples"][0]
+    tokens = examples.first.locator(".tok")
+    assert tokens.count() == len(first["tokens"])
+    peak = examples.first.locator(".tok.peak")
+    assert peak.get_attribute("title") == number(first["max_activation"], 4)  # hover shows the value
+    assert "rgba(255, 140, 0, 1" in peak.get_attribute("style")  # the top example's peak: full shade
+    shaded = [s for s in tokens.evaluate_all("els => els.map(e => getComputedStyle(e).backgroundColor)")
+              if s not in ("rgba(0, 0, 0, 0)", "transparent")]
+    assert shaded, "no token of the top example is highlighted"
+    peak.hover()
+    for side in ("top", "bottom"):
+        shown = page.locator(f"#logits-{side} tbody td:first-child").all_inner_texts()
+        assert shown == [t["token"] for t in doc["logits"][side]]
+    assert page.locator("h3").count() >= 1  # band examples
+    page.screenshot(path=ARTIFACTS / "feature.png", full_page=True)
+
+
+def test_corpus_html_renders_as_text(page, site, browsed_store):
+    doc = browsed_store.features.find_one({"sae_id": SAE, "top_examples.tokens": HTML_PAYLOAD})
+    assert doc is not None, "no top example holds the HTML payload"
+    page.goto(f"{site}/sae/{SAE}/feature/{doc['index']}")
+    assert HTML_PAYLOAD in page.locator("#top-examples").inner_text()
+    assert page.evaluate("window.pwned") is None  # the payload did not run
+    assert page.locator("main script").count() == 0
+    page.screenshot(path=ARTIFACTS / "escaped.png", full_page=True)
+
+
+def test_missing_feature_is_a_404_page(page, site):
+    response = page.goto(f"{site}/sae/{SAE}/feature/999")
+    assert response.status == 404
+    assert "has no feature 999" in page.locator("p.error").inner_text()
+    response = page.goto(f"{site}/sae/not/there")
+    assert response.status == 404 and "No SAE called" in page.inner_text("main")
