@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Create .venv and install raysae into it; safe to rerun.
 #   bash scripts/install.sh         # the package, everything it runs on, and the embedded store server
-#   bash scripts/install.sh --dev   # plus pytest/ruff and SAELens (for the checkpoint-format test)
+#   bash scripts/install.sh --dev   # plus pytest/ruff/Playwright, SAELens (for the checkpoint-format test)
+#                                   # and Debian's chromium (for the browser tests; apt, as root or via sudo)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dev=0
@@ -23,5 +24,13 @@ if [ "$dev" = 1 ]; then
   fi
 else
   "${pip[@]}" -c constraints.txt -e '.[store]'
+fi
+if [ "$dev" = 1 ] && ! command -v chromium >/dev/null; then
+  # The browser tests drive Debian's Chromium through Playwright, which downloads no browser.
+  sudo=(); [ "$(id -u)" = 0 ] || sudo=(sudo)
+  export DEBIAN_FRONTEND=noninteractive
+  "${sudo[@]}" apt-get install -y -q chromium >/dev/null 2>&1 \
+    || { "${sudo[@]}" apt-get update -q >/dev/null && "${sudo[@]}" apt-get install -y -q chromium >/dev/null; } \
+    || echo "warning: could not install Debian's chromium; the browser tests will fail" >&2
 fi
 echo "raysae installed in $(pwd)/.venv"
