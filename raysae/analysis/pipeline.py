@@ -122,9 +122,17 @@ def source_dataset(cfg: RaysaeConfig, tokenizer):
     # Blocks of about one analysis batch, so that every actor of the pool gets work
     # (an actor takes whole blocks; a cache shard is one block).
     itemsize = 2 if manifest["dtype"] in ("bfloat16", "float16") else 4
-    ds.context.target_max_block_size = cfg.analysis.batch_contexts * cfg.data.context_size * (
-        manifest["d_model"] * itemsize + 4)
+    row_bytes = cfg.data.context_size * (manifest["d_model"] * itemsize + 4)
+    ds.context.target_max_block_size = cfg.analysis.batch_contexts * row_bytes
+    if n * row_bytes <= MATERIALIZE_SOURCE_BYTES:
+        # A small source is read in full first, so every actor of the pool has
+        # batches from the start; streamed, batches trickle in as shards are read
+        # and the first free actor can end up encoding all of them.
+        ds = ds.materialize()
     return ds, "acts", manifest["dtype"], n
+
+
+MATERIALIZE_SOURCE_BYTES = 256 * 2**20
 
 
 # Long enough for an autoscaler to add a GPU node; then Ray Data fails naming the pool.
