@@ -174,3 +174,17 @@ def browsed_store(browsed_run):
     uri = os.environ.get("MONGODB_URI")
     with connect(uri, None if uri else store_dir, cfg.store.database) as store:
         yield store
+
+
+@pytest.fixture(scope="session")
+def offline_assets():
+    """SmolLM2-135M and the Shakespeare corpus, prepared by the repo's own script
+    (idempotent, cached in ./assets)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).parents[1]
+    subprocess.run([sys.executable, "scripts/prepare_assets.py", "--only", "smollm2", "--only", "shakespeare"],
+                   cwd=root, check=True, timeout=900)
+    return root / "assets"

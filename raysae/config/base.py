@@ -7,7 +7,12 @@ errors, and the docstring under each field is its description (shown by
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+import re
+from pathlib import PurePosixPath
+from typing import Annotated
+from urllib.parse import unquote, urlsplit
+
+from pydantic import AfterValidator, BaseModel, ConfigDict
 
 
 class Section(BaseModel):
@@ -45,3 +50,31 @@ class ConfigError(ValueError):
         # Rebuild from the problems, not the text, so the error survives pickling
         # (e.g. raised inside a Ray actor and re-raised in the driver).
         return (type(self), (self.problems, self.source))
+
+
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+
+
+def local_storage(value: str) -> str:
+    """A folder given as a path or a `file://` URI, as a path. Other URIs (`s3://`, `gs://`, …)
+    are refused by name: raysae reads and writes these folders with local file APIs, so on a
+    cluster they must be a shared file system mounted at the same path on every node."""
+    found = _SCHEME.match(value)
+    if not found:
+        return value
+    scheme = found.group(1).lower()
+    if scheme in ("file", "local"):
+        parts = urlsplit(value)
+        if parts.netloc not in ("", "localhost"):
+            raise ValueError(f"{value!r}: a file:// URI names a local path (file:///abs/path), not host "
+                             f"{parts.netloc!r}")
+        path = unquote(parts.path)
+        if not PurePosixPath(path).is_absolute():
+            raise ValueError(f"{value!r}: a file:// URI needs an absolute path (file:///abs/path)")
+        return path
+    raise ValueError(f"{scheme}:// storage is not supported here yet: mount it on every node (EFS, NFS, "
+                     f"a FUSE mount) and give the mount path; see cluster/README.md")
+
+
+LocalStorage = Annotated[str, AfterValidator(local_storage)]
+"""A config field holding a folder: a path, or a `file://` URI turned into one."""

@@ -130,6 +130,10 @@ class TrainConfig(Section):
     cpus_per_worker: float = Field(default=0.5, gt=0)
     """CPUs reserved per Ray Train worker; fractional by default so Ray Data keeps CPUs to read with."""
 
+    worker_resources: dict[str, float] = Field(default_factory=dict)
+    """Further Ray resources each Train worker asks for, e.g. `{"accelerator_type:A10G": 0.001}` to pin
+    a GPU type, or a custom resource that only some nodes advertise."""
+
     max_failures: int = Field(default=2, ge=-1)
     """Times a run restarts from its latest checkpoint after a worker dies; -1 means forever."""
 

@@ -118,7 +118,7 @@ def run_training(
         if problems:
             raise ConfigError(problems)
     keep_working_directory()
-    resources = {"CPU": t.cpus_per_worker, **({"GPU": 1} if t.use_gpu else {})}
+    resources = {"CPU": t.cpus_per_worker, **({"GPU": 1} if t.use_gpu else {}), **t.worker_resources}
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"job": TrainJob(members, list(sae_ids), str(state_dir), d_in, on_step,

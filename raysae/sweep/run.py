@@ -67,11 +67,20 @@ def concurrency(cfg: RaysaeConfig, trials: list[list[RaysaeConfig]], cluster: di
                                               f"data, driver) but the Ray cluster has {have_cpu:g}"))
     if gpus > have_gpu:
         problems.append(("train.use_gpu", f"a trial needs {gpus:g} GPUs but the Ray cluster has {have_gpu:g}"))
+    custom = {k: v * m.train.num_workers for members in trials for m in members[:1]
+              for k, v in m.train.worker_resources.items()}
+    for name, amount in custom.items():
+        if amount > cluster.get(name, 0.0):
+            problems.append(("train.worker_resources", f"a trial needs {amount:g} of resource {name!r} but the "
+                                                       f"Ray cluster has {cluster.get(name, 0.0):g}"))
     if problems:
         raise ConfigError(problems)
     fit = int(have_cpu // cpus)
     if gpus:
         fit = min(fit, int(have_gpu // gpus))
+    for name, amount in custom.items():
+        if amount:
+            fit = min(fit, int(cluster[name] // amount))
     return min(cfg.sweep.max_concurrent_trials or fit, len(trials))
 
 

