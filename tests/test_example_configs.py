@@ -18,7 +18,7 @@ ROOT = Path(__file__).parents[1]
 LM = ROOT / "examples" / "lm_saes"
 TINY = ["activations.n_tokens=4096", "activations.shard_rows=1024", "activations.n_contexts=12",
         "activations.num_actors=1", "train.total_tokens=3072", "train.batch_size=512", "train.eval_tokens=1024",
-        "train.log_every_steps=2", "analysis.n_tokens=1270", "analysis.num_actors=1", "analysis.top_examples=4"]
+        "train.log_every_steps=2", "train.ce_contexts=0", "analysis.n_tokens=1270", "analysis.num_actors=1", "analysis.top_examples=4"]
 
 
 def command_of(example: Path) -> list[str]:

@@ -20,9 +20,10 @@ STANDIN = "sae_gpu"  # what real clusters would call GPU
 
 
 def train_worker_nodes() -> dict[str, str]:
-    """{actor id: node id} of the live Ray Train workers, from the GCS actor table."""
+    """{actor id: node IP} of the live Ray Train workers, from the GCS actor table
+    (each simulated node has an IP of its own)."""
     table = ray._private.state.state.actor_table(None)
-    return {a: info["Address"]["NodeID"] for a, info in table.items()
+    return {a: info["Address"]["IPAddress"] for a, info in table.items()
             if info.get("State") == "ALIVE" and "RayTrainWorker" in info.get("ActorClassName", "")}
 
 
@@ -34,11 +35,18 @@ def sweep(config: str, address: str) -> subprocess.Popen:
 def main() -> None:
     config, out = sys.argv[1], Path(sys.argv[2])
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 4})
-    workers = [cluster.add_node(num_cpus=2, resources={STANDIN: 1}) for _ in range(2)]
+    # Worker nodes get loopback addresses of their own: a driver attaches to a raylet on
+    # its own IP, and must attach to the head's, not to a node this script removes.
+    addresses = iter(f"127.0.0.{i}" for i in range(2, 10))
+
+    def add_worker():
+        return cluster.add_node(num_cpus=2, resources={STANDIN: 1}, node_ip_address=next(addresses))
+
+    workers = [add_worker() for _ in range(2)]
     cluster.wait_for_nodes()
     ray.init(address=cluster.address)
-    worker_ids = {w.unique_id for w in workers}
-    summary = {"worker_nodes": sorted(worker_ids), "train_nodes": set(), "removed": None, "runs": 0}
+    summary = {"worker_nodes": [w.node_ip_address for w in workers], "train_nodes": set(), "removed": None,
+               "runs": 0}
 
     proc = sweep(config, cluster.address)
     summary["runs"] += 1
@@ -47,15 +55,17 @@ def main() -> None:
     while proc.poll() is None and time.monotonic() < deadline:
         placed = train_worker_nodes()
         summary["train_nodes"] |= set(placed.values())
-        started = [p for p in checkpoints.glob("t00*/checkpoint_*")] if checkpoints.exists() else []
-        if summary["removed"] is None and started and len(set(placed.values())) == 2:
-            # both trials are training, one on each worker node, and one has checkpointed
-            victim = next(w for w in workers if w.unique_id in placed.values())
-            summary["removed"] = victim.unique_id
+        checkpointed = {p.parent.name for p in checkpoints.glob("t00*/checkpoint_*")} if checkpoints.exists() else set()
+        if summary["removed"] is None and len(checkpointed) == 2 and len(set(placed.values())) == 2:
+            # both trials are training, one on each worker node, and both have checkpointed:
+            # whichever trial loses its node has a checkpoint to resume from
+            time.sleep(1.0)  # let Ray Train register the checkpoint it is writing
+            victim = next(w for w in workers if w.node_ip_address in placed.values())
+            summary["removed"] = victim.node_ip_address
             cluster.remove_node(victim, allow_graceful=False)
             workers.remove(victim)
-            workers.append(cluster.add_node(num_cpus=2, resources={STANDIN: 1}))  # the autoscaler's part
-            summary["worker_nodes"].append(workers[-1].unique_id)
+            workers.append(add_worker())  # the autoscaler's part
+            summary["worker_nodes"].append(workers[-1].node_ip_address)
         time.sleep(0.2)
     proc.wait(timeout=max(1, deadline - time.monotonic()))
     summary["first_exit"] = proc.returncode
