@@ -41,7 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except KeyboardInterrupt:
             pass
         finally:
-            server.httpd.server_close()
+            server.stop()
     return 0
 
 

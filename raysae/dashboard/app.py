@@ -106,9 +106,7 @@ def create_app(store: Store, *, title: str = "raysae feature browser", seed: int
                                         min_freq=min_freq, max_freq=max_freq)
         density = (sae.get("analysis") or {}).get("density")
         bars = render.histogram_bars(density["log10_edges"], density["counts"], log_x=True) if density else None
-        if min_freq is not None or max_freq is not None:
-            order = "frequency"  # a frequency range lists in frequency order
-        return render_template("sae.html", sae=sae, listing=listing, order=order, min_freq=min_freq,
+        return render_template("sae.html", sae=sae, listing=listing, order=listing.order, min_freq=min_freq,
                                max_freq=max_freq, density=density, bars=bars)
 
     @app.get("/pareto/<name>.png")

@@ -50,6 +50,8 @@ class FeaturePage:
     page: int
     pages: int
     total: int
+    order: str
+    """The order the rows are in (a frequency range forces `frequency`)."""
 
 
 def _frequency_at(store: Store, sae_id: str, rank: int) -> float:
@@ -99,7 +101,7 @@ def list_features(store: Store, sae: dict[str, Any], *, order: str = "frequency"
     hi = min(lo + per_page, end)
     rows = list(store.features.find({"sae_id": sae["_id"], field: {"$gte": lo, "$lt": hi}}, FEATURE_ROW_FIELDS))
     rows.sort(key=lambda r: r.get(field, 0))
-    return FeaturePage(rows, page, pages, total)
+    return FeaturePage(rows, page, pages, total, order)
 
 
 def get_feature(store: Store, sae_id: str, index: int) -> dict[str, Any] | None:
