@@ -33,7 +33,7 @@ from shapes import shape_parser  # bench/ is the script's folder, so on sys.path
 
 from raysae import build_sae
 from raysae.activations import generate_caches, read_manifest
-from raysae.activations.cache import cache_dir
+from raysae.activations.cache import cache_dir, shard_paths
 from raysae.activations.pipeline import tokenizer_for
 from raysae.analysis import analyse
 from raysae.analysis.encode import encode_contexts, keep_mask
@@ -66,7 +66,7 @@ def config(args, out: Path):
 def cached_batches(cfg, batch_contexts: int, device):
     directory = cache_dir(cfg, cfg.model.hook_point, "contexts")
     manifest = read_manifest(directory)
-    table = pa.concat_tables([pq.read_table(directory / s["file"]) for s in manifest["shards"]])
+    table = pa.concat_tables([pq.read_table(path) for path in shard_paths(directory, manifest)])
     n, seq, d = manifest["contexts_done"], manifest["context_size"], manifest["d_model"]
     acts = np.stack(table["acts"].to_numpy(zero_copy_only=False)).reshape(n, seq, d).astype(np.float32)
     tokens = np.stack(table["tokens"].to_numpy(zero_copy_only=False)).reshape(n, seq)

@@ -15,6 +15,25 @@ import torch
 from raysae.config import SAEConfig, TrainConfig
 from raysae.synthetic import PlantedDictionary
 
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# S3 tests talk to a local moto server (fixture `s3_bucket`), never to AWS. Its address and
+# dummy keys go into the environment now, before the shared Ray starts, so that Ray's worker
+# processes inherit them: pyarrow's S3 filesystem reads AWS_ENDPOINT_URL and the keys there.
+S3_PORT = _free_port()
+os.environ.update(AWS_ENDPOINT_URL=f"http://127.0.0.1:{S3_PORT}", AWS_ACCESS_KEY_ID="raysae-test",
+                  AWS_SECRET_ACCESS_KEY="raysae-test-secret", AWS_DEFAULT_REGION="us-east-1",
+                  AWS_EC2_METADATA_DISABLED="true")
+for _name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
+    os.environ.pop(_name, None)
+
 WORDS = ("the king queen speaks to a fool in castle night storm crown sword love death friend "
          "enemy whispers laughs sleeps dreams of gold and blood under stars while rain falls").split()
 
@@ -59,6 +78,31 @@ def ray_local():
         ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A local S3 (moto) at AWS_ENDPOINT_URL for the whole test run."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=S3_PORT, verbose=False)
+    server.start()
+    yield os.environ["AWS_ENDPOINT_URL"]
+    server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_server, request):
+    """`s3://<fresh bucket>` on the local S3."""
+    import re
+    import uuid
+
+    import boto3
+
+    test = re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower())[:40].strip("-")
+    name = f"raysae-{test}-{uuid.uuid4().hex[:8]}"
+    boto3.client("s3", endpoint_url=s3_server).create_bucket(Bucket=name)
+    return f"s3://{name}"
 
 
 @pytest.fixture(autouse=True)

@@ -1,6 +1,7 @@
 """Activation caches on disk (DESIGN.md §5): key, manifest, verification, reading.
 
-`<cache_dir>/<key>/manifest.json` + `shard-NNNNN.parquet` files. Shards are
+`<cache_dir>/<key>/manifest.json` + `shard-NNNNN.parquet` files, in a local
+folder or under an object-store URI (`raysae.storage`). Shards are
 Parquet with Ray's tensor extension columns, so Ray Data reads them straight
 into `[rows, d_model]` batches:
 
@@ -13,11 +14,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from pathlib import Path
 from typing import Any
 
+from raysae import storage
 from raysae.activations.tokens import rows_per_context
 from raysae.config import RaysaeConfig
 
@@ -69,8 +70,9 @@ def cache_key(cfg: RaysaeConfig, hook_point: str, layout: str) -> str:
     return f"{model}-{hook}-{layout}-{digest.hexdigest()[:16]}"
 
 
-def cache_dir(cfg: RaysaeConfig, hook_point: str, layout: str) -> Path:
-    return Path(cfg.activations.cache_dir) / cache_key(cfg, hook_point, layout)
+def cache_dir(cfg: RaysaeConfig, hook_point: str, layout: str) -> str:
+    """The cache's folder: a path, or a URI when `activations.cache_dir` is one."""
+    return storage.join(cfg.activations.cache_dir, cache_key(cfg, hook_point, layout))
 
 
 def new_manifest(cfg: RaysaeConfig, hook_point: str, layout: str) -> dict[str, Any]:
@@ -96,27 +98,24 @@ def new_manifest(cfg: RaysaeConfig, hook_point: str, layout: str) -> dict[str, A
     }
 
 
-def read_manifest(directory: Path) -> dict[str, Any] | None:
-    path = Path(directory) / MANIFEST
-    if not path.exists():
-        return None
+def read_manifest(directory: storage.Location) -> dict[str, Any] | None:
+    path = storage.join(directory, MANIFEST)
     try:
-        return json.loads(path.read_text())
+        return json.loads(storage.read_bytes(path))
+    except FileNotFoundError:
+        return None
     except json.JSONDecodeError as exc:
         raise CacheError(f"{path}: not valid JSON ({exc})") from None
 
 
-def write_manifest(directory: Path, manifest: dict[str, Any]) -> None:
+def write_manifest(directory: storage.Location, manifest: dict[str, Any]) -> None:
     """Atomic: a crash leaves the previous manifest, never half of one."""
-    path = Path(directory) / MANIFEST
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(manifest, indent=1))
-    os.replace(tmp, path)
+    storage.write_bytes(storage.join(directory, MANIFEST), json.dumps(manifest, indent=1).encode())
 
 
-def file_sha256(path: Path) -> str:
+def file_sha256(path: storage.Location) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with storage.open_input(path) as f:
         for chunk in iter(lambda: f.read(1 << 22), b""):
             h.update(chunk)
     return h.hexdigest()
@@ -126,12 +125,16 @@ _VERIFIED: dict[str, tuple] = {}
 """Caches whose checksums this process has checked, with the file stamps they had then."""
 
 
-def _stamps(directory: Path, manifest: dict[str, Any]) -> tuple:
-    files = [directory / MANIFEST] + [directory / s["file"] for s in manifest["shards"]]
-    return tuple((f.stat().st_size, f.stat().st_mtime_ns) if f.exists() else None for f in files)
+def _stamps(directory: storage.Location, manifest: dict[str, Any]) -> tuple:
+    files = [MANIFEST] + [s["file"] for s in manifest["shards"]]
+    return tuple(storage.stamp(storage.join(directory, f)) for f in files)
 
 
-def verify_cache(directory: str | os.PathLike, *, checksums: bool = True) -> dict[str, Any]:
+def _identity(directory: storage.Location) -> str:
+    return str(directory) if storage.is_remote(directory) else str(Path(directory).resolve())
+
+
+def verify_cache(directory: storage.Location, *, checksums: bool = True) -> dict[str, Any]:
     """The manifest of a complete cache whose shards are all present and intact.
 
     Each shard's row count is read from its Parquet metadata; with `checksums`
@@ -140,38 +143,38 @@ def verify_cache(directory: str | os.PathLike, *, checksums: bool = True) -> dic
     """
     import pyarrow.parquet as pq
 
-    directory = Path(directory)
     manifest = read_manifest(directory)
     if manifest is None:
-        raise CacheError(f"{directory / MANIFEST}: missing; not an activation cache")
+        raise CacheError(f"{storage.join(directory, MANIFEST)}: missing; not an activation cache")
     if not manifest["complete"]:
         raise CacheError(f"{directory}: cache is incomplete; rerun `python -m raysae.generate` to finish it")
     stamps = _stamps(directory, manifest)
-    if _VERIFIED.get(str(directory.resolve())) == stamps:
+    if _VERIFIED.get(_identity(directory)) == stamps:
         return manifest
-    for shard in manifest["shards"]:
-        path = directory / shard["file"]
-        if not path.exists():
+    for shard, found in zip(manifest["shards"], stamps[1:], strict=True):
+        path = storage.join(directory, shard["file"])
+        if found is None:
             raise CacheError(f"cache shard {path}: missing")
         if checksums and file_sha256(path) != shard["sha256"]:
             raise CacheError(f"cache shard {path}: checksum mismatch (corrupted or truncated)")
         try:
-            meta = pq.read_metadata(path)
+            fs, inner = storage.resolve(path)
+            meta = pq.read_metadata(inner, filesystem=fs)
         except Exception as exc:
             raise CacheError(f"cache shard {path}: unreadable ({exc})") from None
         if meta.num_rows != shard["rows"]:
             raise CacheError(f"cache shard {path}: {meta.num_rows} rows, manifest says {shard['rows']}")
     if checksums:
-        _VERIFIED[str(directory.resolve())] = stamps
+        _VERIFIED[_identity(directory)] = stamps
     return manifest
 
 
-def shard_paths(directory: str | os.PathLike, manifest: dict[str, Any]) -> list[str]:
-    return [str(Path(directory) / s["file"]) for s in manifest["shards"]]
+def shard_paths(directory: storage.Location, manifest: dict[str, Any]) -> list[str]:
+    return [storage.join(directory, s["file"]) for s in manifest["shards"]]
 
 
 def read_cache(
-    directory: str | os.PathLike,
+    directory: storage.Location,
     *,
     seed: int | None = 0,
     columns: list[str] | None = None,
@@ -198,7 +201,8 @@ def read_cache(
 def _read_shard(batch: dict) -> Any:
     import pyarrow.parquet as pq
 
-    return pq.read_table(str(batch["path"][0]), columns=list(batch["columns"][0]) or None)
+    fs, path = storage.resolve(str(batch["path"][0]))
+    return pq.read_table(path, columns=list(batch["columns"][0]) or None, filesystem=fs)
 
 
 def read_shard_sequence(paths: list[str], *, columns: list[str] | None = None):

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from raysae import storage
 from raysae.activations.cache import CacheError, file_sha256, read_manifest, write_manifest
 from raysae.activations.generation import tensor_column, token_rows
 
@@ -28,9 +28,9 @@ log = logging.getLogger("raysae.cache")
 class CacheBuilder:
     """Fills one cache directory from batches of per-context activations."""
 
-    def __init__(self, directory: Path, manifest: dict[str, Any], *, column: str, n_contexts: int,
+    def __init__(self, directory: storage.Location, manifest: dict[str, Any], *, column: str, n_contexts: int,
                  n_rows: int, shard_rows: int, buffer_shards: int, seed: int):
-        self.dir = Path(directory)
+        self.dir = str(directory)
         self.column = column
         self.n_contexts = n_contexts
         self.n_rows = n_rows
@@ -42,7 +42,7 @@ class CacheBuilder:
         if existing is not None and existing.get("key") != manifest["key"]:
             raise CacheError(f"{self.dir}: holds cache {existing.get('key')!r}, not {manifest['key']!r}")
         self.manifest = existing or manifest
-        self.dir.mkdir(parents=True, exist_ok=True)
+        storage.make_dirs(self.dir)
         self._remove_stray_shards()
         self._buffer: list[np.ndarray] = []
         self._buffer_ids: list[np.ndarray] = []
@@ -62,9 +62,9 @@ class CacheBuilder:
 
     def _remove_stray_shards(self) -> None:
         listed = {s["file"] for s in self.manifest["shards"]}
-        for path in self.dir.glob("shard-*"):
-            if path.name not in listed:
-                path.unlink()
+        for name in storage.list_names(self.dir):
+            if name.startswith("shard-") and name not in listed:
+                storage.delete_file(storage.join(self.dir, name))
 
     def start_pass(self) -> None:
         self.manifest["generation_passes"] += 1
@@ -118,11 +118,12 @@ class CacheBuilder:
 
     def _write_shard(self, columns: dict[str, pa.Array]) -> None:
         name = f"shard-{len(self.manifest['shards']):05d}.parquet"
-        path = self.dir / name
         table = pa.table(columns)
-        pq.write_table(table, path, compression="none")
+        with storage.staged_file(storage.join(self.dir, name)) as tmp:
+            pq.write_table(table, tmp, compression="none")
+            sha256 = file_sha256(tmp)
         rows = table.num_rows
-        self.manifest["shards"].append({"file": name, "rows": rows, "sha256": file_sha256(path)})
+        self.manifest["shards"].append({"file": name, "rows": rows, "sha256": sha256})
         self.manifest["n_tokens"] += rows if self.layout == "tokens" else rows * self.manifest["context_size"]
 
     def _report(self) -> None:

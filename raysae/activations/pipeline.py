@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 from raysae.activations.cache import cache_dir, new_manifest, read_cache
 from raysae.activations.cache_writer import CacheBuilder
@@ -35,14 +34,14 @@ def contexts_needed(cfg: RaysaeConfig, layout: str) -> int:
     return contexts_for_tokens(cfg.data, a.n_tokens) if layout == "tokens" else a.n_contexts
 
 
-def generate_caches(cfg: RaysaeConfig) -> dict[tuple[str, str], Path]:
+def generate_caches(cfg: RaysaeConfig) -> dict[tuple[str, str], str]:
     """Make sure every cache the config names is complete; returns {(hook, layout): dir}.
 
     Complete caches are reused, incomplete ones resumed; all hook points of a
     layout are filled from one forward pass over the contexts.
     """
     hooks = hook_points(cfg)
-    dirs: dict[tuple[str, str], Path] = {}
+    dirs: dict[tuple[str, str], str] = {}
     a = cfg.activations
     tokenizer = None
     for layout in a.layouts:
@@ -58,7 +57,7 @@ def generate_caches(cfg: RaysaeConfig) -> dict[tuple[str, str], Path]:
             ))
         todo = [b for b in builders if not b.complete]
         if not todo:
-            log.info("%s caches complete, reusing: %s", layout, ", ".join(str(b.dir) for b in builders))
+            log.info("%s caches complete, reusing: %s", layout, ", ".join(b.dir for b in builders))
             continue
         start = min(b.contexts_done for b in todo)
         if start:

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from raysae.config.base import LocalStorage, Section
+from raysae.config.base import Section, SharedStorage
 from raysae.config.sae import FloatDType
 
 
@@ -88,9 +88,10 @@ class ActivationsConfig(Section):
     source: Literal["cache", "live"] = "cache"
     """`cache`: read (and first build) sharded files on disk; `live`: stream from the model."""
 
-    cache_dir: LocalStorage = "cache"
-    """Folder holding activation caches, shared by every trial (a path or a `file://` URI; on a
-    cluster, a shared file system mounted at the same path on every node)."""
+    cache_dir: SharedStorage = "cache"
+    """Folder holding activation caches, shared by every trial: a path, a `file://` URI, or an
+    object-store URI (`s3://bucket/prefix`, `gs://…`; credentials from the environment) that
+    every node of a cluster reads."""
 
     layouts: list[Literal["tokens", "contexts"]] = Field(default_factory=lambda: ["tokens"])
     """Caches `raysae.generate` builds: `tokens` (1d rows for training), `contexts` (2d, analysis)."""

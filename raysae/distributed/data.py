@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from raysae import storage
 from raysae.activations.cache import cache_dir, read_shard_sequence, verify_cache
 from raysae.activations.pipeline import live_dataset
 from raysae.activations.tokens import contexts_for_tokens, rows_per_context
@@ -48,7 +49,7 @@ def stream_rows(cfg: RaysaeConfig) -> int:
 
 @dataclass(frozen=True)
 class CacheSplit:
-    directory: Path
+    directory: str
     train: list[dict]
     """Manifest entries (`file`, `rows`, ...) of the shards trained on."""
     held_out: list[dict]
@@ -56,7 +57,7 @@ class CacheSplit:
 
     def dataset(self, shards: list[dict]):
         """`acts` rows of these shards (manifest entries), read in this order."""
-        return read_shard_sequence([str(self.directory / s["file"]) for s in shards], columns=["acts"])
+        return read_shard_sequence([storage.join(self.directory, s["file"]) for s in shards], columns=["acts"])
 
 
 def split_cache(cfg: RaysaeConfig, *, checksums: bool = True) -> CacheSplit:

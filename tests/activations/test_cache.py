@@ -1,10 +1,13 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from raysae import storage
 from raysae.activations import (
     CacheError,
+    cache_dir,
     cache_key,
     cache_writer,
     generate_caches,
@@ -37,11 +40,13 @@ def test_file_order_is_shuffled_per_seed(tiny_config, ray_local):
     assert len(set(rows.values())) > 1
 
 
-def test_interrupted_generation_resumes_exactly(tiny_config, ray_local, tmp_path, monkeypatch):
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_interrupted_generation_resumes_exactly(where, tiny_config, ray_local, tmp_path, monkeypatch, request):
+    root = str(tmp_path) if where == "local" else request.getfixturevalue("s3_bucket")
     clean_cfg = tiny_config(f"activations.cache_dir={tmp_path / 'clean'}")
     (clean,) = generate_caches(clean_cfg).values()
 
-    cfg = tiny_config(f"activations.cache_dir={tmp_path / 'interrupted'}")
+    cfg = tiny_config(f"activations.cache_dir={storage.join(root, 'interrupted')}")
     real_flush = cache_writer.CacheBuilder.flush
     calls = {"n": 0}
 
@@ -49,13 +54,13 @@ def test_interrupted_generation_resumes_exactly(tiny_config, ray_local, tmp_path
         real_flush(self)
         calls["n"] += 1
         if calls["n"] == 2:
-            (self.dir / "shard-99999.parquet").write_bytes(b"half-written")  # debris of a crash
+            storage.write_bytes(storage.join(self.dir, "shard-99999.parquet"), b"half-written")  # crash debris
             raise KeyboardInterrupt
 
     monkeypatch.setattr(cache_writer.CacheBuilder, "flush", crashing_flush)
     with pytest.raises(KeyboardInterrupt):
         generate_caches(cfg)
-    (partial,) = {p.parent for p in (tmp_path / "interrupted").glob("*/manifest.json")}
+    partial = cache_dir(cfg, cfg.model.hook_point, "tokens")
     m = read_manifest(partial)
     assert not m["complete"] and 0 < m["contexts_done"] < 100
     monkeypatch.setattr(cache_writer.CacheBuilder, "flush", real_flush)
@@ -63,13 +68,13 @@ def test_interrupted_generation_resumes_exactly(tiny_config, ray_local, tmp_path
     m = verify_cache(partial)
     assert m["generation_passes"] == 2 and m["n_tokens"] == 1500
     assert shard_sums(partial) == shard_sums(clean)  # nothing lost, nothing written twice
-    assert not (partial / "shard-99999.parquet").exists()
+    assert not storage.exists(storage.join(partial, "shard-99999.parquet"))
 
 
 def test_corruption_after_a_good_verification_is_caught(tiny_config, ray_local):
     (directory,) = generate_caches(tiny_config()).values()
     verify_cache(directory)  # checked once and remembered ...
-    shard = sorted(directory.glob("shard-*.parquet"))[0]
+    shard = sorted(Path(directory).glob("shard-*.parquet"))[0]
     data = bytearray(shard.read_bytes())
     data[200] ^= 0xFF
     shard.write_bytes(bytes(data))  # ... until a shard changes (same size, new mtime)
@@ -79,7 +84,7 @@ def test_corruption_after_a_good_verification_is_caught(tiny_config, ray_local):
 
 def test_bad_shards_are_named(tiny_config, ray_local):
     (directory,) = generate_caches(tiny_config()).values()
-    shard = sorted(directory.glob("shard-*.parquet"))[1]
+    shard = sorted(Path(directory).glob("shard-*.parquet"))[1]
     data = shard.read_bytes()
     shard.write_bytes(data[: len(data) // 2])
     with pytest.raises(CacheError, match=f"cache shard {shard}: checksum mismatch"):

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from raysae import build_sae
-from raysae.activations.cache import cache_dir, read_manifest
+from raysae.activations.cache import cache_dir, read_manifest, shard_paths
 from raysae.activations.pipeline import tokenizer_for
 from raysae.analysis import analyse
 from raysae.analysis.pipeline import analysis_config
@@ -54,7 +54,7 @@ def reference(cfg, sae_dir):
     """Feature activations of the analysed contexts, encoded in this process."""
     directory = cache_dir(analysis_config(cfg, {}), cfg.model.hook_point, "contexts")
     manifest = read_manifest(directory)
-    table = pa.concat_tables([pq.read_table(directory / s["file"]) for s in manifest["shards"]])
+    table = pa.concat_tables([pq.read_table(path) for path in shard_paths(directory, manifest)])
     table = table.sort_by("context_id").slice(0, CONTEXTS)
     tokens = np.stack(table["tokens"].to_numpy(zero_copy_only=False)).reshape(CONTEXTS, -1)
     acts = np.stack(table["acts"].to_numpy(zero_copy_only=False)).reshape(*tokens.shape, -1)
