@@ -100,7 +100,7 @@ def main() -> None:
     generate_caches(cfg)
     device = torch.device("cuda" if args.gpu else "cpu")
     sae = build_sae(cfg.sae, args.d_in)
-    sae_dir = save_sae(sae, run_dir(cfg) / "saes" / "bench" / "t000", config=cfg)
+    sae_dir = save_sae(sae, Path(run_dir(cfg)) / "saes" / "bench" / "t000", config=cfg)
     sae = sae.to(device).eval()
     batches = cached_batches(cfg, args.batch // 128, device)
     n_tokens = sum(int(keep.sum()) for _, keep in batches)

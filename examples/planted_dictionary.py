@@ -33,7 +33,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = []
     for arch in ARCHITECTURES:
         cfg = load_config(args.config, [*args.overrides, f"sae.architecture={arch}"])
-        out = run_dir(cfg)
+        out = Path(run_dir(cfg))
         write_config(cfg, out)
         sae = build_sae(cfg.sae, D_IN)
         log.info("training %s: d_sae %d on %d tokens", arch, sae.d_sae, cfg.train.total_tokens)

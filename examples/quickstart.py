@@ -53,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     eval_tokens = torch.as_tensor(read_cache_contexts(base), dtype=torch.long)
     splice_mask = torch.ones_like(eval_tokens, dtype=torch.bool)
     splice_mask[:, 0] = not base.data.exclude_bos  # the SAEs never saw BOS activations
-    out = run_dir(base)
+    out = Path(run_dir(base))
     rows = []
     for arch in ARCHITECTURES:
         cfg = load_config(args.config, [*args.overrides, f"sae.architecture={arch}"])

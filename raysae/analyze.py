@@ -10,8 +10,8 @@ Rerunning replaces the documents.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
+from raysae import storage
 from raysae.cli import config_parser, load_from_args, run_main
 
 
@@ -24,12 +24,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     from raysae.analysis import analyse, select_saes
     from raysae.results import read_results, run_dir
 
-    dirs = [Path(d) for d in args.sae]
+    dirs = list(args.sae)
     if not dirs:
-        results = run_dir(cfg) / "results.csv"
-        if not results.exists():
+        results = storage.join(run_dir(cfg), "results.csv")
+        if not storage.exists(results):
             raise FileNotFoundError(f"{results}: missing; train or sweep first, or name SAEs with --sae DIR")
-        dirs = [run_dir(cfg) / "saes" / sae_id for sae_id in select_saes(read_results(results), cfg)]
+        dirs = [storage.join(run_dir(cfg), "saes", sae_id) for sae_id in select_saes(read_results(results), cfg)]
     summaries = analyse(cfg, dirs)  # checks each directory before any work
     for s in summaries:
         print(f"{s['sae_id']}: {s['features']} features ({s['alive']} alive) over {s['n_tokens']} tokens")

@@ -5,6 +5,8 @@ A directory holds `cfg.json`, `sae_weights.safetensors` (`W_enc [d_in, d_sae]`,
 inference), `sparsity.safetensors` (log10 firing frequency per feature) and our
 own `raysae.json` (training architecture, full config, metrics, ...).
 SAELens's `SAE.load_from_disk(dir)` reads the first three as they are.
+The directory may also be an object-store URI (`s3://…`, `raysae.storage`): it is
+written from, and read through, a temporary local copy.
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load, load_file, save_file
 from torch import Tensor
 
+from raysae import storage
 from raysae.config import RaysaeConfig, SAEConfig
 from raysae.metrics.sparsity import log_feature_density
 from raysae.models import ARCHITECTURES, SparseAutoencoder
@@ -50,13 +53,18 @@ def save_sae(
     config: RaysaeConfig | None = None,
     feature_frequency: Tensor | None = None,
     record: dict[str, Any] | None = None,
-) -> Path:
+) -> Path | str:
     """Write `sae` to the directory `path`, replacing it only once everything is written.
 
     An input scale that is not yet folded is folded into a copy first, so the
     files always describe an SAE that reads raw activations.
     `feature_frequency` (per feature, in [0, 1]) becomes `sparsity.safetensors`.
+    Returns the directory (a URI stays one).
     """
+    if storage.is_remote(path):
+        with storage.staged_dir(path) as local:
+            save_sae(sae, local, config=config, feature_frequency=feature_frequency, record=record)
+        return str(path)
     path = Path(path)
     if float(sae.input_scale) != 1.0:
         sae = copy.deepcopy(sae)
@@ -106,9 +114,9 @@ def _replace_dir(new: Path, target: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def read_json(file: Path) -> dict[str, Any]:
+def read_json(file: storage.Location) -> dict[str, Any]:
     try:
-        return json.loads(file.read_text())
+        return json.loads(storage.read_bytes(file))
     except FileNotFoundError:
         raise FileNotFoundError(f"{file}: missing; not an SAE checkpoint directory") from None
     except json.JSONDecodeError as exc:
@@ -117,6 +125,12 @@ def read_json(file: Path) -> dict[str, Any]:
 
 def load_sae(path: str | os.PathLike, device: str | torch.device = "cpu") -> SparseAutoencoder:
     """Load an SAE written by `save_sae` (or a SAELens standard/topk/jumprelu checkpoint)."""
+    if storage.is_remote(path):
+        with storage.local_copy(path) as local:
+            try:
+                return load_sae(local, device)
+            except (FileNotFoundError, ValueError) as exc:  # name the URI, not the download
+                raise type(exc)(str(exc).replace(str(local), str(path))) from None
     path = Path(path)
     cfg = read_json(path / CFG_FILE)
     record_file = path / RECORD_FILE
@@ -147,7 +161,7 @@ def load_sae(path: str | os.PathLike, device: str | torch.device = "cpu") -> Spa
 
 def load_feature_frequency(path: str | os.PathLike) -> Tensor | None:
     """10 ** sparsity from `sparsity.safetensors`, or None when the file is absent."""
-    file = Path(path) / SPARSITY_FILE
-    if not file.exists():
+    file = storage.join(path, SPARSITY_FILE)
+    if not storage.exists(file):
         return None
-    return torch.pow(10.0, load_file(str(file))["sparsity"].double())
+    return torch.pow(10.0, load(storage.read_bytes(file))["sparsity"].double())

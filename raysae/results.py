@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import csv
-import os
+import io
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 from typing import Any
 
-from raysae.config import RaysaeConfig, dump_config
+from raysae import storage
+from raysae.config import ConfigError, RaysaeConfig, dump_config
 
 LEADING_COLUMNS = ["sae_id", "architecture"]
 METRIC_COLUMNS = [
@@ -38,7 +38,7 @@ def finish_sae(
     metrics.update(extra_metrics or {})
     tokens = config.train.total_tokens if tokens is None else tokens
     full_record = {"metrics": metrics, "tokens": tokens, "seconds": seconds, **(record or {})}
-    save_sae(sae, run_dir(config) / "saes" / sae_id, config=config, feature_frequency=frequency,
+    save_sae(sae, storage.join(run_dir(config), "saes", sae_id), config=config, feature_frequency=frequency,
              record=full_record)
     return {"sae_id": sae_id, "architecture": sae.architecture, **metrics,
             "tokens": tokens, "seconds": round(seconds, 1)}
@@ -64,19 +64,40 @@ def summary_table(rows: Iterable[Mapping[str, Any]], leading: Mapping[str, str])
     return format_results(rows, {**columns, "seconds": ".1f"})
 
 
-def run_dir(config: RaysaeConfig) -> Path:
-    return Path(config.output_dir) / config.name
+def run_dir(config: RaysaeConfig) -> str:
+    """`<output_dir>/<name>`: a path, or a URI when `output_dir` is one."""
+    return storage.join(config.output_dir, config.name)
 
 
-def write_config(config: RaysaeConfig, directory: str | os.PathLike) -> Path:
+def check_run_storage(config: RaysaeConfig, *, analysis: bool = True) -> None:
+    """Before any work: a run directory on an object store holds files only, so MLflow (and,
+    when the run analyses, the feature store) must be servers, not the local defaults."""
+    from raysae.distributed.tracking import tracking_uri
+    from raysae.store import store_uri
+
+    if not storage.is_remote(config.output_dir):
+        return
+    problems = []
+    try:
+        tracking_uri(config)
+    except ConfigError as exc:
+        problems += exc.problems
+    if analysis and store_uri(config) is None:
+        problems.append(("store.uri", (
+            f"output_dir is {config.output_dir}, and the embedded store keeps its data in a local folder: "
+            "set store.uri or MONGODB_URI to a MongoDB server")))
+    if problems:
+        raise ConfigError(problems)
+
+
+def write_config(config: RaysaeConfig, directory: storage.Location) -> str:
     """The fully resolved config, credentials redacted."""
-    path = Path(directory) / "config.yaml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(dump_config(config))
+    path = storage.join(directory, "config.yaml")
+    storage.write_bytes(path, dump_config(config).encode())
     return path
 
 
-def write_results(rows: Iterable[Mapping[str, Any]], directory: str | os.PathLike) -> Path:
+def write_results(rows: Iterable[Mapping[str, Any]], directory: storage.Location) -> str:
     """One row per SAE: id and architecture, swept hyperparameters, then the metrics.
 
     Swept hyperparameters are the dotted config paths (`sae.k`); they go between
@@ -90,22 +111,17 @@ def write_results(rows: Iterable[Mapping[str, Any]], directory: str | os.PathLik
         seen += [k for k in row if k not in LEADING_COLUMNS + METRIC_COLUMNS + seen]
     swept = [k for k in seen if "." in k]
     columns = LEADING_COLUMNS + swept + METRIC_COLUMNS + [k for k in seen if k not in swept]
-    path = Path(directory) / "results.csv"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".csv.tmp")
-    with tmp.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns, restval="")
-        writer.writeheader()
-        writer.writerows(rows)
-    tmp.replace(path)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=columns, restval="")
+    writer.writeheader()
+    writer.writerows(rows)
+    path = storage.join(directory, "results.csv")
+    storage.write_bytes(path, text.getvalue().encode())
     return path
 
 
-def read_results(path: str | os.PathLike) -> list[dict[str, Any]]:
+def read_results(path: storage.Location) -> list[dict[str, Any]]:
     """The rows of a `results.csv`, metrics as floats, empty cells left out."""
-    rows = []
-    with Path(path).open(newline="") as f:
-        for row in csv.DictReader(f):
-            rows.append({k: float(v) if k in METRIC_COLUMNS else v
-                         for k, v in row.items() if v not in ("", None)})
-    return rows
+    text = storage.read_bytes(path).decode()
+    return [{k: float(v) if k in METRIC_COLUMNS else v for k, v in row.items() if v not in ("", None)}
+            for row in csv.DictReader(io.StringIO(text, newline=""))]

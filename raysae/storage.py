@@ -57,8 +57,10 @@ def resolve(location: Location):
     if not is_remote(location):
         return pafs.LocalFileSystem(), os.path.abspath(location)
     parts = urlsplit(str(location))
-    fs, root_path = _root_filesystem(urlunsplit(parts._replace(path="/")))
-    return fs, posixpath.join(root_path.rstrip("/"), parts.path.lstrip("/")).rstrip("/")
+    fs, root = _root_filesystem(urlunsplit(parts._replace(path="/")))
+    # S3/GCS paths start with the bucket ("bucket/key"); HDFS paths are absolute ("/key").
+    root = root.rstrip("/") or ("/" if root.startswith("/") else "")
+    return fs, posixpath.join(root, parts.path.lstrip("/")).rstrip("/")
 
 
 def _info(location: Location):
@@ -203,3 +205,55 @@ def download_dir(location: Location, local: os.PathLike) -> Path:
     pafs.copy_files(path, os.path.abspath(local), source_filesystem=fs,
                     destination_filesystem=pafs.LocalFileSystem())
     return Path(local)
+
+
+@contextmanager
+def local_copy(location: Location) -> Iterator[Path]:
+    """A local folder holding the files under `location`: the folder itself when it is local,
+    else a temporary download, removed afterwards."""
+    if not is_remote(location):
+        yield Path(location)
+        return
+    folder = Path(tempfile.mkdtemp(prefix="raysae-download-"))
+    try:
+        yield download_dir(location, folder / "copy")
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextmanager
+def staged_dir(location: Location) -> Iterator[Path]:
+    """A local folder to write `location`'s files in: the folder itself when it is local, else
+    a temporary folder uploaded when the block succeeds (nothing is uploaded if it fails)."""
+    if not is_remote(location):
+        yield Path(location)
+        return
+    folder = Path(tempfile.mkdtemp(prefix="raysae-upload-"))
+    try:
+        yield folder / "staged"
+        upload_dir(folder / "staged", location)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def parent(location: Location, levels: int = 1) -> str:
+    """The folder `levels` up from `location` (a local path made absolute first)."""
+    if not is_remote(location):
+        return str(Path(location).resolve().parents[levels - 1])
+    parts = urlsplit(str(location))
+    path = parts.path.rstrip("/")
+    for _ in range(levels):
+        path = posixpath.dirname(path)
+    return urlunsplit(parts._replace(path=path))
+
+
+def parts(location: Location) -> tuple[str, ...]:
+    """The names along `location`'s path (a local path made absolute first)."""
+    if not is_remote(location):
+        return Path(location).resolve().parts
+    return tuple(p for p in urlsplit(str(location)).path.split("/") if p)
+
+
+def absolute(location: Location) -> str:
+    """A local path made absolute; a URI as it is."""
+    return str(location) if is_remote(location) else str(Path(location).resolve())

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from raysae import storage
 from raysae.cli import config_parser, load_from_args, run_main
 
 TRIAL = "train"
@@ -27,15 +28,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     from raysae.config import member_configs
     from raysae.distributed import run_training
     from raysae.ray_runtime import ensure_ray
-    from raysae.results import run_dir, summary_table, write_config, write_results
+    from raysae.results import (
+        check_run_storage,
+        run_dir,
+        summary_table,
+        write_config,
+        write_results,
+    )
 
     members = member_configs(cfg)
     out = run_dir(cfg)
+    check_run_storage(cfg, analysis=False)
     ensure_ray()
     if cfg.activations.source == "cache":
         generate_caches(cfg)
     write_config(cfg, out)
-    rows = run_training(members, sae_ids(cfg.name, len(members)), storage=out / "checkpoints", trial=TRIAL)
+    rows = run_training(members, sae_ids(cfg.name, len(members)), storage=storage.join(out, "checkpoints"), trial=TRIAL)
     for row, overrides in zip(rows, cfg.train.population or [{}] * len(rows), strict=True):
         row.update({k: v for k, v in overrides.items() if k not in row})
     results = write_results(rows, out)

@@ -3,6 +3,7 @@
 import os
 import random
 import tempfile
+from pathlib import Path
 
 # No hub access in tests: everything comes from the repo or from files the tests make.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -14,25 +15,6 @@ import torch
 
 from raysae.config import SAEConfig, TrainConfig
 from raysae.synthetic import PlantedDictionary
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-# S3 tests talk to a local moto server (fixture `s3_bucket`), never to AWS. Its address and
-# dummy keys go into the environment now, before the shared Ray starts, so that Ray's worker
-# processes inherit them: pyarrow's S3 filesystem reads AWS_ENDPOINT_URL and the keys there.
-S3_PORT = _free_port()
-os.environ.update(AWS_ENDPOINT_URL=f"http://127.0.0.1:{S3_PORT}", AWS_ACCESS_KEY_ID="raysae-test",
-                  AWS_SECRET_ACCESS_KEY="raysae-test-secret", AWS_DEFAULT_REGION="us-east-1",
-                  AWS_EC2_METADATA_DISABLED="true")
-for _name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
-    os.environ.pop(_name, None)
 
 WORDS = ("the king queen speaks to a fool in castle night storm crown sword love death friend "
          "enemy whispers laughs sleeps dreams of gold and blood under stars while rain falls").split()
@@ -70,8 +52,9 @@ def tokenizer_dir(tmp_path_factory, corpus_dir):
 
 
 @pytest.fixture(scope="session")
-def ray_local():
-    """One local Ray for the whole test run, never a leftover cluster."""
+def ray_local(s3_server):
+    """One local Ray for the whole test run, never a leftover cluster. It starts after the
+    local S3, so that its worker processes inherit the S3 address and keys."""
     import ray
 
     if not ray.is_initialized():
@@ -82,27 +65,45 @@ def ray_local():
 
 @pytest.fixture(scope="session")
 def s3_server():
-    """A local S3 (moto) at AWS_ENDPOINT_URL for the whole test run."""
+    """A local S3 (moto) for the whole test run; S3 tests never talk to AWS. Its address and
+    dummy keys go into the environment, where pyarrow's S3 filesystem reads them (in this
+    process and in the Ray workers, which inherit them: see `ray_local`)."""
     from moto.server import ThreadedMotoServer
 
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=S3_PORT, verbose=False)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
+    host, port = server.get_host_and_port()
+    os.environ.update(AWS_ENDPOINT_URL=f"http://{host}:{port}", AWS_ACCESS_KEY_ID="raysae-test",
+                      AWS_SECRET_ACCESS_KEY="raysae-test-secret", AWS_DEFAULT_REGION="us-east-1",
+                      AWS_EC2_METADATA_DISABLED="true")
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
+        os.environ.pop(name, None)
     yield os.environ["AWS_ENDPOINT_URL"]
     server.stop()
 
 
-@pytest.fixture
-def s3_bucket(s3_server, request):
-    """`s3://<fresh bucket>` on the local S3."""
+@pytest.fixture(scope="session")
+def new_bucket(s3_server):
+    """`new_bucket(label)`: `s3://<a fresh bucket>` on the local S3."""
     import re
     import uuid
 
     import boto3
 
-    test = re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower())[:40].strip("-")
-    name = f"raysae-{test}-{uuid.uuid4().hex[:8]}"
-    boto3.client("s3", endpoint_url=s3_server).create_bucket(Bucket=name)
-    return f"s3://{name}"
+    client = boto3.client("s3", endpoint_url=s3_server)
+
+    def make(label: str) -> str:
+        name = "raysae-" + re.sub(r"[^a-z0-9-]+", "-", label.lower())[:40].strip("-") + f"-{uuid.uuid4().hex[:8]}"
+        client.create_bucket(Bucket=name)
+        return f"s3://{name}"
+
+    return make
+
+
+@pytest.fixture
+def s3_bucket(new_bucket, request):
+    """`s3://<a fresh bucket>` on the local S3, for one test."""
+    return new_bucket(request.node.name)
 
 
 @pytest.fixture(autouse=True)
@@ -201,11 +202,11 @@ def browsed_run(tmp_path_factory, train_config):
             sae.W_enc.normal_(0, 0.3)
         sae_id = f"browse/t00{trial}"
         metrics = {"fvu": fvu, "l0": l0, "dead_fraction": 0.0}
-        save_sae(sae, run_dir(cfg) / "saes" / sae_id, config=cfg, record={"metrics": metrics})
+        save_sae(sae, Path(run_dir(cfg)) / "saes" / sae_id, config=cfg, record={"metrics": metrics})
         rows.append({"sae_id": sae_id, "architecture": architecture, **metrics})
-    write_pareto(rows, run_dir(cfg) / "pareto.png")
-    analyse(cfg, [run_dir(cfg) / "saes" / r["sae_id"] for r in rows])
-    return cfg, run_dir(cfg), run_dir(cfg) / "store"
+    write_pareto(rows, Path(run_dir(cfg)) / "pareto.png")
+    analyse(cfg, [Path(run_dir(cfg)) / "saes" / r["sae_id"] for r in rows])
+    return cfg, Path(run_dir(cfg)), Path(run_dir(cfg)) / "store"
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
 import csv
+from pathlib import Path
 
 from raysae.results import write_results
 
@@ -8,7 +9,7 @@ def test_results_put_swept_settings_between_ids_and_metrics(tmp_path):
         {"sae_id": "r/0", "architecture": "topk", "fvu": 0.2, "l0": 32.0, "sae.k": 32, "kl_sae": 0.1},
         {"sae_id": "r/1", "architecture": "topk", "fvu": 0.3, "train.lr": 0.01, "error": "diverged"},
     ]
-    with write_results(rows, tmp_path).open() as f:
+    with Path(write_results(rows, tmp_path)).open() as f:
         table = list(csv.reader(f))
     header = table[0]
     assert header[:4] == ["sae_id", "architecture", "sae.k", "train.lr"]

@@ -18,12 +18,12 @@ import math
 import os
 import pickle
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from raysae import storage
 from raysae.analysis.documents import FeatureDocuments, TokenText
 from raysae.analysis.encode import encode_contexts, keep_mask
 from raysae.analysis.logits import decoder_logits, model_unembedding
@@ -65,14 +65,14 @@ class SAEEncoder:
         return {"part": np.array([pickle.dumps(part, protocol=5)], dtype=object)}
 
 
-def sae_id_of(directory: Path) -> str:
+def sae_id_of(directory: storage.Location) -> str:
     """`<name>/<trial>[/<member>]`: the path below the run directory's `saes/`."""
-    parts = directory.resolve().parts
+    parts = storage.parts(directory)
     if "saes" in parts:
         i = len(parts) - 1 - parts[::-1].index("saes")
         if i < len(parts) - 1:
             return "/".join(parts[i + 1:])
-    return directory.name
+    return parts[-1]
 
 
 def analysis_config(cfg: RaysaeConfig, record: dict[str, Any]) -> RaysaeConfig:
@@ -145,7 +145,7 @@ def _parts(encoded_ds):
             yield pickle.loads(blob)
 
 
-def analyse_group(cfg: RaysaeConfig, sae_dirs: list[Path], records: list[dict], store, *,
+def analyse_group(cfg: RaysaeConfig, sae_dirs: list[str], records: list[dict], store, *,
                   on_batch=None) -> list[dict[str, Any]]:
     """Analyse SAEs that read the same activations in one pass; write their documents."""
     import ray
@@ -225,14 +225,14 @@ def analyse_group(cfg: RaysaeConfig, sae_dirs: list[Path], records: list[dict], 
     return summaries
 
 
-def sae_document(cfg: RaysaeConfig, directory: Path, record: dict, sae, sae_id: str, totals: Totals,
-                 n_contexts: int) -> dict[str, Any]:
-    run = directory.resolve().parents[len(sae_id.split("/"))]
+def sae_document(cfg: RaysaeConfig, directory: storage.Location, record: dict, sae, sae_id: str,
+                 totals: Totals, n_contexts: int) -> dict[str, Any]:
+    run = storage.parent(directory, len(sae_id.split("/")) + 1)
     trained = record.get("config", {})
     return {
         "_id": sae_id,
         "name": trained.get("name", cfg.name),
-        "sweep": trained.get("name") if (run / "sweep.json").exists() else None,
+        "sweep": trained.get("name") if storage.exists(storage.join(run, "sweep.json")) else None,
         "architecture": record.get("architecture", sae.architecture),
         "model": cfg.model.name,
         "hook_point": cfg.model.hook_point,
@@ -241,17 +241,17 @@ def sae_document(cfg: RaysaeConfig, directory: Path, record: dict, sae, sae_id: 
         "config": redact(trained),
         "metrics": record.get("metrics", {}),
         "tokens": record.get("tokens"),
-        "checkpoint": str(directory.resolve()),
-        "run_dir": str(run),
+        "checkpoint": storage.absolute(directory),
+        "run_dir": run,
         "analysis": {"n_tokens": totals.n_tokens, "n_contexts": n_contexts, "source": cfg.activations.source,
                      "alive": int((totals.count > 0).sum()), "finished_at": None,
                      "density": log_density(totals.count, totals.n_tokens)},
     }
 
 
-def read_record(directory: Path) -> dict[str, Any]:
+def read_record(directory: storage.Location) -> dict[str, Any]:
     """The SAE's `raysae.json` ({} for a checkpoint written by SAELens itself)."""
     from raysae.checkpoint import RECORD_FILE, read_json
 
-    file = directory / RECORD_FILE
-    return read_json(file) if file.exists() else {}
+    file = storage.join(directory, RECORD_FILE)
+    return read_json(file) if storage.exists(file) else {}

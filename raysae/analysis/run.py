@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
+from raysae import storage
 from raysae.config import RaysaeConfig
 
 log = logging.getLogger("raysae.analyze")
@@ -28,8 +28,8 @@ def select_saes(rows: Sequence[Mapping[str, Any]], cfg: RaysaeConfig) -> list[st
     return [points[i]["sae_id"] for i in front]
 
 
-def analyse(cfg: RaysaeConfig, sae_dirs: Sequence[str | Path], *, store_dir: str | Path | None = None,
-            on_batch=None) -> list[dict[str, Any]]:
+def analyse(cfg: RaysaeConfig, sae_dirs: Sequence[storage.Location], *,
+            store_dir: storage.Location | None = None, on_batch=None) -> list[dict[str, Any]]:
     """Analyse the SAEs in `sae_dirs` into the configured store (embedded under
     `<run dir>/store` when none is configured); SAEs on the same activations share a pass."""
     from raysae.activations.cache import key_inputs
@@ -39,9 +39,9 @@ def analyse(cfg: RaysaeConfig, sae_dirs: Sequence[str | Path], *, store_dir: str
     from raysae.results import run_dir
     from raysae.store import open_store
 
-    groups: dict[str, tuple[RaysaeConfig, list[Path], list[dict]]] = {}
-    for d in map(Path, sae_dirs):
-        if not (d / CFG_FILE).exists():
+    groups: dict[str, tuple[RaysaeConfig, list[str], list[dict]]] = {}
+    for d in map(storage.absolute, sae_dirs):
+        if not storage.exists(storage.join(d, CFG_FILE)):
             raise FileNotFoundError(f"{d}: not an SAE checkpoint directory (no {CFG_FILE})")
         record = read_record(d)
         acfg = analysis_config(cfg, record)
@@ -54,7 +54,7 @@ def analyse(cfg: RaysaeConfig, sae_dirs: Sequence[str | Path], *, store_dir: str
         return []
     ensure_ray()
     summaries = []
-    with open_store(cfg, store_dir or run_dir(cfg) / "store") as store:
+    with open_store(cfg, store_dir or storage.join(run_dir(cfg), "store")) as store:
         for acfg, dirs, records in groups.values():
             log.info("analysing %d SAE(s) on %s %s", len(dirs), acfg.model.name, acfg.model.hook_point)
             summaries += analyse_group(acfg, dirs, records, store, on_batch=on_batch)

@@ -58,7 +58,9 @@ REMOTE_SCHEMES = ("s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss")
 list as `raysae.storage.REMOTE_SCHEMES`, kept here so the config imports no I/O code)."""
 
 
-def _folder(value: str, *, remote_ok: bool) -> str:
+def shared_storage(value: str) -> str:
+    """A folder given as a path, a `file://` URI (turned into a path) or an object-store URI
+    (`s3://bucket/prefix`, kept as it is; read and written through `raysae.storage`)."""
     found = _SCHEME.match(value)
     if not found:
         return value
@@ -72,32 +74,13 @@ def _folder(value: str, *, remote_ok: bool) -> str:
         if not PurePosixPath(path).is_absolute():
             raise ValueError(f"{value!r}: a file:// URI needs an absolute path (file:///abs/path)")
         return path
-    if remote_ok and scheme in REMOTE_SCHEMES:
-        if not urlsplit(value).netloc:
-            raise ValueError(f"{value!r}: a {scheme}:// URI needs a bucket or host ({scheme}://bucket/prefix)")
-        return value
-    if remote_ok:
+    if scheme not in REMOTE_SCHEMES:
         raise ValueError(f"{scheme}:// is not a storage scheme raysae can use; use a path, file://, or one of "
                          + ", ".join(f"{s}://" for s in REMOTE_SCHEMES))
-    raise ValueError(f"{scheme}:// storage is not supported here: mount it on every node (EFS, NFS, "
-                     f"a FUSE mount) and give the mount path; see cluster/README.md")
+    if not urlsplit(value).netloc:
+        raise ValueError(f"{value!r}: a {scheme}:// URI needs a bucket or host ({scheme}://bucket/prefix)")
+    return value
 
-
-def local_storage(value: str) -> str:
-    """A folder given as a path or a `file://` URI, as a path. Other URIs (`s3://`, `gs://`, …)
-    are refused by name: raysae reads and writes these folders with local file APIs, so on a
-    cluster they must be a shared file system mounted at the same path on every node."""
-    return _folder(value, remote_ok=False)
-
-
-def shared_storage(value: str) -> str:
-    """A folder given as a path, a `file://` URI (turned into a path) or an object-store URI
-    (`s3://bucket/prefix`, kept as it is; read and written through `raysae.storage`)."""
-    return _folder(value, remote_ok=True)
-
-
-LocalStorage = Annotated[str, AfterValidator(local_storage)]
-"""A config field holding a local folder: a path, or a `file://` URI turned into one."""
 
 SharedStorage = Annotated[str, AfterValidator(shared_storage)]
-"""A config field holding a folder that may also be an object-store URI (`s3://…`)."""
+"""A config field holding a folder: a path, a `file://` URI turned into one, or an object-store URI."""

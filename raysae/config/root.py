@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 from pydantic import Field
 
-from raysae.config.base import LocalStorage, Section
+from raysae.config.base import Section, SharedStorage
 from raysae.config.pipeline import ActivationsConfig, DataConfig, ModelConfig
 from raysae.config.run import AnalysisConfig, StoreConfig, SweepConfig, TrackingConfig
 from raysae.config.sae import SAEConfig, TrainConfig
@@ -18,8 +18,9 @@ class RaysaeConfig(Section):
     name: str = Field(default="raysae", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     """Run name: the run directory is `<output_dir>/<name>/` and SAE ids start with it."""
 
-    output_dir: LocalStorage = "runs"
-    """Folder that holds run directories (a path or a `file://` URI; on a cluster, shared by every node)."""
+    output_dir: SharedStorage = "runs"
+    """Folder that holds run directories, shared by every node of a cluster: a path, a `file://`
+    URI, or an object-store URI (`s3://bucket/runs`; then `tracking.uri` and `store.uri` name servers)."""
 
     model: ModelConfig = Field(default_factory=ModelConfig)
     """The language model and hook point."""

@@ -166,7 +166,8 @@ class TrackingConfig(Section):
     """MLflow tracking."""
 
     uri: str | None = None
-    """MLflow tracking URI; empty means `sqlite:///<output_dir>/mlflow.db`."""
+    """MLflow tracking URI; empty means `MLFLOW_TRACKING_URI`, else `sqlite:///<output_dir>/mlflow.db`
+    (an `output_dir` on an object store needs one of the first two)."""
 
     experiment: str | None = None
     """MLflow experiment; empty means the run's `name`."""

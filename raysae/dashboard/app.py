@@ -12,6 +12,7 @@ Routes (SAE ids contain slashes, e.g. `quickstart-sweep/t001`):
 
 from __future__ import annotations
 
+import io
 import logging
 import random
 
@@ -111,10 +112,10 @@ def create_app(store: Store, *, title: str = "raysae feature browser", seed: int
 
     @app.get("/pareto/<name>.png")
     def pareto(name: str):
-        path = queries.pareto_file(store, name)
-        if path is None:
+        png = queries.pareto_png(store, name)
+        if png is None:
             abort(404, f"No Pareto plot for a run called {name!r}.")
-        return send_file(path, mimetype="image/png")
+        return send_file(io.BytesIO(png), mimetype="image/png")
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
+from raysae import storage
 from raysae.store import Store
 
 SAE_LIST_FIELDS = {"name": 1, "sweep": 1, "architecture": 1, "model": 1, "hook_point": 1, "d_in": 1,
@@ -122,13 +122,16 @@ def random_alive_index(store: Store, sae: dict[str, Any], rng: random.Random) ->
 def runs_with_pareto(saes: list[dict[str, Any]]) -> list[str]:
     """Names of the listed SAEs' runs whose directory holds a `pareto.png`."""
     runs = {s["name"]: s.get("run_dir") for s in saes}
-    return sorted(n for n, d in runs.items() if d and (Path(d) / "pareto.png").is_file())
+    return sorted(n for n, d in runs.items() if d and storage.exists(storage.join(d, "pareto.png")))
 
 
-def pareto_file(store: Store, name: str) -> Path | None:
-    """The Pareto plot of the run called `name`, if its run directory has one."""
+def pareto_png(store: Store, name: str) -> bytes | None:
+    """The Pareto plot of the run called `name`, if its run directory (local or on an object
+    store) has one."""
     doc = store.saes.find_one({"name": name, "run_dir": {"$exists": True}}, {"run_dir": 1})
     if doc is None:
         return None
-    path = Path(doc["run_dir"]) / "pareto.png"
-    return path if path.is_file() else None
+    try:
+        return storage.read_bytes(storage.join(doc["run_dir"], "pareto.png"))
+    except (FileNotFoundError, IsADirectoryError):
+        return None

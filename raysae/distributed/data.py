@@ -13,9 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -29,17 +27,14 @@ log = logging.getLogger("raysae.train")
 POSITION_FILE = "position.json"
 
 
-def read_position(state_dir: Path) -> int:
+def read_position(state_dir: storage.Location) -> int:
     """Training tokens covered by the latest checkpoint of the run (0 before the first)."""
-    path = Path(state_dir) / POSITION_FILE
-    return int(json.loads(path.read_text())["tokens"]) if path.exists() else 0
+    path = storage.join(state_dir, POSITION_FILE)
+    return int(json.loads(storage.read_bytes(path))["tokens"]) if storage.exists(path) else 0
 
 
-def write_position(state_dir: Path, tokens: int) -> None:
-    path = Path(state_dir) / POSITION_FILE
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"tokens": tokens}))
-    os.replace(tmp, path)
+def write_position(state_dir: storage.Location, tokens: int) -> None:
+    storage.write_bytes(storage.join(state_dir, POSITION_FILE), json.dumps({"tokens": tokens}).encode())
 
 
 def stream_rows(cfg: RaysaeConfig) -> int:
@@ -94,9 +89,9 @@ class TrainingStream:
     A picklable factory: Ray Train calls it in its controller at every start.
     """
 
-    def __init__(self, cfg: RaysaeConfig, state_dir: Path):
+    def __init__(self, cfg: RaysaeConfig, state_dir: storage.Location):
         self.cfg = cfg
-        self.state_dir = Path(state_dir)
+        self.state_dir = str(state_dir)
 
     def __call__(self):
         cfg, position = self.cfg, read_position(self.state_dir)

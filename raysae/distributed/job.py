@@ -12,9 +12,9 @@ from __future__ import annotations
 import json
 import pickle
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
+from raysae import storage as storage_lib
 from raysae.activations.cache import key_inputs, read_manifest
 from raysae.config import (
     ConfigError,
@@ -59,29 +59,28 @@ def fingerprint(members: Sequence[RaysaeConfig]) -> list[dict[str, Any]]:
     return out
 
 
-def _check_resume(state_dir: Path, members: Sequence[RaysaeConfig]) -> None:
-    path = state_dir / "fingerprint.json"
+def _check_resume(state_dir: str, members: Sequence[RaysaeConfig]) -> None:
+    path = storage_lib.join(state_dir, "fingerprint.json")
     current = json.loads(json.dumps(fingerprint(members)))
-    if path.exists():
-        before = json.loads(path.read_text())
+    if storage_lib.exists(path):
+        before = json.loads(storage_lib.read_bytes(path))
         if before != current:
             a = flatten_dotted({f"sae {i}": m for i, m in enumerate(before)})
             b = flatten_dotted({f"sae {i}": m for i, m in enumerate(current)})
             changed = sorted(p for p in set(a) | set(b) if a.get(p) != b.get(p))
             raise ConfigError([("", (
-                f"{state_dir.parent} holds checkpoints of a run with other settings "
+                f"{storage_lib.parent(state_dir)} holds checkpoints of a run with other settings "
                 f"({', '.join(changed[:5])}); rerun with another `name` to start a new "
                 "run, or delete that folder to start this one over"))])
         return
-    state_dir.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(current, indent=1))
+    storage_lib.write_bytes(path, json.dumps(current, indent=1).encode())
 
 
 def run_training(
     members: Sequence[RaysaeConfig],
     sae_ids: Sequence[str],
     *,
-    storage: Path,
+    storage: storage_lib.Location,
     trial: str,
     on_step: Callable[[int, int], None] | None = None,
     callbacks: Sequence[Any] = (),
@@ -108,8 +107,8 @@ def run_training(
     if t.batch_size % t.num_workers:
         raise ConfigError([("train.batch_size",
                             f"{t.batch_size} rows do not split evenly over train.num_workers={t.num_workers}")])
-    storage = Path(storage).resolve()
-    state_dir = storage / trial / "raysae"
+    storage_path = storage_lib.absolute(storage)
+    state_dir = storage_lib.join(storage_path, trial, "raysae")
     _check_resume(state_dir, members)
     d_in = None
     if base.activations.source == "cache":
@@ -121,12 +120,12 @@ def run_training(
     resources = {"CPU": t.cpus_per_worker, **({"GPU": 1} if t.use_gpu else {}), **t.worker_resources}
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"job": TrainJob(members, list(sae_ids), str(state_dir), d_in, on_step,
+        train_loop_config={"job": TrainJob(members, list(sae_ids), state_dir, d_in, on_step,
                                                    parent_run_id, ranked)},
         scaling_config=ScalingConfig(num_workers=t.num_workers, use_gpu=t.use_gpu,
                                      resources_per_worker=resources),
         run_config=RunConfig(
-            name=trial, storage_path=str(storage), callbacks=list(callbacks),
+            name=trial, storage_path=storage_path, callbacks=list(callbacks),
             failure_config=FailureConfig(max_failures=t.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=t.checkpoints_to_keep),
         ),
@@ -134,9 +133,9 @@ def run_training(
         dataset_config=DataConfig(datasets_to_split=["train"],
                                   execution_options=ExecutionOptions(preserve_order=True)),
     )
-    config_error = state_dir / CONFIG_ERROR_FILE
-    config_error.unlink(missing_ok=True)
+    config_error = storage_lib.join(state_dir, CONFIG_ERROR_FILE)
+    storage_lib.delete_file(config_error)
     result = trainer.fit()
-    if config_error.exists():
-        raise pickle.loads(config_error.read_bytes())
+    if storage_lib.exists(config_error):
+        raise pickle.loads(storage_lib.read_bytes(config_error))
     return result.metrics["saes"]

@@ -1,7 +1,9 @@
 """MLflow tracking of a training run: one MLflow run per SAE, logged from rank 0.
 
-The default store is `sqlite:///<output_dir>/mlflow.db` with artifacts beside it
-in `<output_dir>/mlartifacts` (MLflow 3.13+ refuses the `./mlruns` file store).
+The store is `tracking.uri`, else `MLFLOW_TRACKING_URI`, else
+`sqlite:///<output_dir>/mlflow.db`; a SQLite store keeps artifacts beside its file
+(`<output_dir>/mlartifacts` by default; MLflow 3.13+ refuses the `./mlruns` file
+store). An `output_dir` on an object store has no default (SQLite needs a local file).
 MLflow run ids are kept in the run's state folder, so a restarted or rerun
 training continues the same MLflow runs. Params come from the redacted config:
 no credentials reach MLflow or the logs.
@@ -11,20 +13,39 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from raysae.config import RaysaeConfig, flatten_dotted, redact
+from raysae import storage
+from raysae.config import ConfigError, RaysaeConfig, flatten_dotted, redact
 
 log = logging.getLogger("raysae.tracking")
 RUNS_FILE = "mlflow_runs.json"
 
 
 def tracking_uri(cfg: RaysaeConfig) -> str:
-    if cfg.tracking.uri:
-        return cfg.tracking.uri
+    configured = cfg.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if configured:
+        return configured
+    if storage.is_remote(cfg.output_dir):
+        raise ConfigError([("tracking.uri", (
+            f"output_dir is {cfg.output_dir}, and MLflow's default SQLite file needs a local folder: set "
+            "tracking.uri or MLFLOW_TRACKING_URI (a tracking server, or a local sqlite:///… file)"))])
     return f"sqlite:///{Path(cfg.output_dir).resolve() / 'mlflow.db'}"
+
+
+def log_file(client, run_id: str, location: storage.Location) -> None:
+    """Log one file of the run directory (local or on an object store) as an artifact."""
+    if not storage.is_remote(location):
+        client.log_artifact(run_id, str(location))
+        return
+    with tempfile.TemporaryDirectory(prefix="raysae-artifact-") as folder:
+        local = Path(folder) / storage.parts(location)[-1]
+        local.write_bytes(storage.read_bytes(location))
+        client.log_artifact(run_id, str(local))
 
 
 def flat_params(cfg: RaysaeConfig) -> dict[str, str]:
@@ -55,9 +76,10 @@ def mlflow_experiment(cfg: RaysaeConfig):
     found = client.get_experiment_by_name(name)
     if found is not None:
         return client, found.experiment_id
-    location = None
-    if not cfg.tracking.uri:
-        location = (Path(cfg.output_dir).resolve() / "mlartifacts").as_uri()
+    location = None  # a tracking server keeps artifacts where it is set up to
+    uri = tracking_uri(cfg)
+    if uri.startswith("sqlite:///"):  # beside the database file (by default <output_dir>), not ./mlruns
+        location = (Path(uri.removeprefix("sqlite:///")).resolve().parent / "mlartifacts").as_uri()
     try:
         return client, client.create_experiment(name, artifact_location=location)
     except Exception:  # created meanwhile by a concurrent trial
@@ -70,12 +92,12 @@ def mlflow_experiment(cfg: RaysaeConfig):
 class Tracker:
     """The MLflow runs of one training job's SAEs (`sae_ids`, in member order)."""
 
-    def __init__(self, members: list[RaysaeConfig], sae_ids: list[str], state_dir: Path, *,
+    def __init__(self, members: list[RaysaeConfig], sae_ids: list[str], state_dir: storage.Location, *,
                  parent_run_id: str | None = None):
         base = members[0]
         self.client, experiment_id = mlflow_experiment(base)
-        runs_file = Path(state_dir) / RUNS_FILE
-        known = json.loads(runs_file.read_text()) if runs_file.exists() else {}
+        runs_file = storage.join(state_dir, RUNS_FILE)
+        known = json.loads(storage.read_bytes(runs_file)) if storage.exists(runs_file) else {}
         self.run_ids: list[str] = []
         for cfg, sae_id in zip(members, sae_ids, strict=True):
             if sae_id not in known:
@@ -86,19 +108,20 @@ class Tracker:
                 known[sae_id] = run.info.run_id
                 log_batch(self.client, known[sae_id], params=flat_params(cfg))
             self.run_ids.append(known[sae_id])
-        runs_file.write_text(json.dumps(known, indent=1))
+        storage.write_bytes(runs_file, json.dumps(known, indent=1).encode())
         log.info("MLflow: %s, experiment %r", redact(tracking_uri(base)), base.tracking.experiment or base.name)
 
     def log_metrics(self, member: int, metrics: Mapping[str, float], step: int) -> None:
         log_batch(self.client, self.run_ids[member], metrics=metrics, step=step)
 
     def finish(self, member: int, metrics: Mapping[str, float], step: int, *,
-               sae_dir: Path | None, error: str | None = None) -> None:
+               sae_dir: storage.Location | None, error: str | None = None) -> None:
         """Final metrics, the saved SAE as the `sae` artifact, and the run's end status."""
         run_id = self.run_ids[member]
         log_batch(self.client, run_id, metrics=metrics, step=step)
         if sae_dir is not None:
-            self.client.log_artifacts(run_id, str(sae_dir), artifact_path="sae")
+            with storage.local_copy(sae_dir) as local:
+                self.client.log_artifacts(run_id, str(local), artifact_path="sae")
         if error:
             self.client.set_tag(run_id, "raysae.error", error[:5000])
         self.client.set_terminated(run_id, status="FAILED" if error else "FINISHED")

@@ -24,6 +24,7 @@ import ray.train.torch
 import torch
 import torch.distributed as dist
 
+from raysae import storage
 from raysae.activations import iter_activation_batches
 from raysae.config import ConfigError, RaysaeConfig
 from raysae.distributed.data import write_position
@@ -133,7 +134,7 @@ def train_loop_per_worker(config: dict) -> None:
         # Bad input, the same on every worker: hand it to the driver rather than raise,
         # which Ray Train would retry (FailureConfig) to the same end.
         if rank == 0:
-            (Path(job.state_dir) / CONFIG_ERROR_FILE).write_bytes(pickle.dumps(exc))
+            storage.write_bytes(storage.join(job.state_dir, CONFIG_ERROR_FILE), pickle.dumps(exc))
         return
     population = Population([Member(sae, m.train, module=_ddp(sae, device, world))
                              for sae, m in zip(saes, job.members, strict=True)])
@@ -145,7 +146,7 @@ def train_loop_per_worker(config: dict) -> None:
         if rank == 0:
             log.info("resumed from the checkpoint at %d tokens", population.tokens_seen)
 
-    tracker = Tracker(job.members, job.sae_ids, Path(job.state_dir), parent_run_id=job.parent_run_id) \
+    tracker = Tracker(job.members, job.sae_ids, job.state_dir, parent_run_id=job.parent_run_id) \
         if rank == 0 else None
     held_out = HeldOut(base)
     started, tokens_at_start = time.perf_counter(), population.tokens_seen
@@ -167,7 +168,7 @@ def train_loop_per_worker(config: dict) -> None:
         reported = ray.train.get_all_reported_checkpoints(
             consistency_mode=ray.train.CheckpointConsistencyMode.COMMITTED)
         if reported:
-            write_position(Path(job.state_dir), max(int(r.metrics["tokens"]) for r in reported))
+            write_position(job.state_dir, max(int(r.metrics["tokens"]) for r in reported))
 
     def report(metrics: dict, final_state: dict | None = None) -> None:
         metrics = {"tokens": population.tokens_seen, **metrics}
@@ -253,7 +254,7 @@ def _finish(job: TrainJob, population: Population, held_out: HeldOut, tracker: T
             record["ce"] = ce
         row = finish_sae(m.sae, held_out.batches(), cfg, sae_id, seconds=seconds, tokens=tokens,
                          extra_metrics=extra, record=record)
-        sae_dir = run_dir(cfg) / "saes" / sae_id
+        sae_dir = storage.join(run_dir(cfg), "saes", sae_id)
         tracker.finish(i, {k: v for k, v in row.items() if isinstance(v, (int, float))}, tokens,
                        sae_dir=sae_dir)
         rows.append(row)

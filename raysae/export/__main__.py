@@ -7,8 +7,8 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Sequence
-from pathlib import Path
 
+from raysae import storage
 from raysae.cli import run_main
 
 
@@ -39,13 +39,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         out = args.out
         if out is None:
             sae = store.saes.find_one({"_id": args.sae}, {"run_dir": 1}) or {}
-            out = Path(sae.get("run_dir", ".")) / "neuronpedia" / args.sae.replace("/", "__")
+            out = storage.join(sae.get("run_dir", "."), "neuronpedia", args.sae.replace("/", "__"))
         try:
             files = export_neuronpedia(store, args.sae, out, model_id=args.model_id, sae_set=args.sae_set,
                                        layer=args.layer, features_per_batch=args.features_per_batch)
         except LookupError as exc:
             raise ValueError(str(exc.args[0])) from None
-    print(f"wrote {len(files)} Neuronpedia batch file(s) for {args.sae} to {Path(out).resolve()}")
+    print(f"wrote {len(files)} Neuronpedia batch file(s) for {args.sae} to {storage.absolute(out)}")
     return 0
 
 

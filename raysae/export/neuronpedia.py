@@ -8,9 +8,9 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
+from raysae import storage
 from raysae.analysis.documents import NON_ACTIVATING
 from raysae.store import Store
 
@@ -101,10 +101,11 @@ def _feature_docs(store: Store, sae_id: str, d_sae: int, per_batch: int) -> Iter
         yield docs
 
 
-def export_neuronpedia(store: Store, sae_id: str, out: str | Path, *, model_id: str | None = None,
+def export_neuronpedia(store: Store, sae_id: str, out: storage.Location, *, model_id: str | None = None,
                        sae_set: str | None = None, layer: int | None = None,
-                       features_per_batch: int = 128) -> list[Path]:
-    """Write `out/batch-<n>.json` for every feature of `sae_id`; returns the files."""
+                       features_per_batch: int = 128) -> list[str]:
+    """Write `out/batch-<n>.json` (a local folder or an object-store URI) for every feature of
+    `sae_id`; returns the files."""
     sae = store.saes.find_one({"_id": sae_id})
     if sae is None:
         known = [d["_id"] for d in store.saes.find({}, {"_id": 1}).limit(20)]
@@ -121,16 +122,13 @@ def export_neuronpedia(store: Store, sae_id: str, out: str | Path, *, model_id: 
     settings = {"n_batches_to_sample_from": None, "n_prompt_to_select": analysis.get("n_contexts"),
                 "hook_point": sae.get("hook_point"), "raysae_sae_id": sae_id,
                 "n_tokens_analysed": analysis.get("n_tokens")}
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    storage.make_dirs(out)
     files = []
     for n, docs in enumerate(_feature_docs(store, sae_id, int(sae["d_sae"]), features_per_batch)):
         features = [neuronpedia_feature(d, n_tokens=analysis.get("n_tokens", 0), n_prompts=analysis.get("n_contexts"),
                                         tokens_per_prompt=data.get("context_size"), dataset=data.get("path"))
                     for d in docs]
-        path = out / f"batch-{n}.json"
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps({**meta, "features": features, "settings": settings}))
-        tmp.replace(path)  # never a half-written batch under the final name
+        path = storage.join(out, f"batch-{n}.json")  # written whole or not at all
+        storage.write_bytes(path, json.dumps({**meta, "features": features, "settings": settings}).encode())
         files.append(path)
     return files

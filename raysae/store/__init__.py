@@ -7,7 +7,8 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from raysae.config import RaysaeConfig, redact
+from raysae import storage
+from raysae.config import ConfigError, RaysaeConfig, redact
 from raysae.store.client import Store, is_transient
 from raysae.store.embedded import EmbeddedServer
 from raysae.store.errors import StoreError
@@ -27,6 +28,10 @@ def open_store(cfg: RaysaeConfig, store_dir: str | os.PathLike) -> Iterator[Stor
     s = cfg.store
     uri = store_uri(cfg)
     server = None
+    if uri is None and storage.is_remote(store_dir):
+        raise ConfigError([("store.uri", (
+            f"the embedded store keeps its data in a local folder, not in {store_dir}: set store.uri or "
+            "MONGODB_URI to a MongoDB server when output_dir is on an object store"))])
     if uri is None:
         server = EmbeddedServer(Path(store_dir)).start()
         uri = server.uri

@@ -18,9 +18,9 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
+from raysae import storage
 from raysae.cli import config_parser, load_from_args
 from raysae.config import ConfigError, RaysaeConfig
 from raysae.sweep.space import point_config, trial_groups
@@ -84,20 +84,19 @@ def concurrency(cfg: RaysaeConfig, trials: list[list[RaysaeConfig]], cluster: di
     return min(cfg.sweep.max_concurrent_trials or fit, len(trials))
 
 
-def _check_same_sweep(out: Path, groups: list[list[dict[str, Any]]]) -> dict[str, Any]:
+def _check_same_sweep(out: str, groups: list[list[dict[str, Any]]]) -> dict[str, Any]:
     """The sweep's record (`sweep.json`); refuses to resume a sweep whose trials changed."""
-    path = out / "sweep.json"
+    path = storage.join(out, "sweep.json")
     points = json.loads(json.dumps(groups))
-    if path.exists():
-        record = json.loads(path.read_text())
+    if storage.exists(path):
+        record = json.loads(storage.read_bytes(path))
         if record["trials"] != points:
             raise ConfigError([("sweep.search_space", (
                 f"{out} holds a sweep with other trials; rerun with another `name` to start a new "
                 "sweep, or delete that folder to start this one over"))])
         return record
-    out.mkdir(parents=True, exist_ok=True)
     record = {"trials": points}
-    path.write_text(json.dumps(record, indent=1))
+    storage.write_bytes(path, json.dumps(record, indent=1).encode())
     return record
 
 
@@ -115,7 +114,7 @@ def _scheduler(cfg: RaysaeConfig):
 class Trial:
     """The Tune trainable: trial `config["trial"]` trains its SAEs with Ray Train."""
 
-    def __init__(self, trials: list[list[RaysaeConfig]], out: Path, parent_run_id: str | None):
+    def __init__(self, trials: list[list[RaysaeConfig]], out: str, parent_run_id: str | None):
         self.trials, self.out, self.parent_run_id = trials, out, parent_run_id
 
     def __call__(self, config: dict) -> None:
@@ -125,7 +124,7 @@ class Trial:
 
         index = config["trial"]
         members = self.trials[index]
-        run_training(members, sae_ids(members[0], index, len(members)), storage=self.out / "checkpoints",
+        run_training(members, sae_ids(members[0], index, len(members)), storage=storage.join(self.out, "checkpoints"),
                      trial=trial_name(index), callbacks=[TuneReportCallback()],
                      parent_run_id=self.parent_run_id, ranked=True)
 
@@ -152,7 +151,7 @@ def _rows(grid, groups: list[list[dict[str, Any]]], trials: list[list[RaysaeConf
     return sorted(rows, key=lambda r: r["sae_id"])
 
 
-def run_sweep(cfg: RaysaeConfig) -> tuple[list[dict], Path]:
+def run_sweep(cfg: RaysaeConfig) -> tuple[list[dict], str]:
     """Run (or resume) the sweep; returns the results rows and the run directory."""
     import ray
     from ray import tune
@@ -161,9 +160,9 @@ def run_sweep(cfg: RaysaeConfig) -> tuple[list[dict], Path]:
     from raysae.activations.cache import key_inputs
     from raysae.analysis import analyse, select_saes
     from raysae.distributed import check_population
-    from raysae.distributed.tracking import flat_params, log_batch, mlflow_experiment
+    from raysae.distributed.tracking import flat_params, log_batch, log_file, mlflow_experiment
     from raysae.ray_runtime import ensure_ray, keep_working_directory
-    from raysae.results import run_dir, write_config, write_results
+    from raysae.results import check_run_storage, run_dir, write_config, write_results
     from raysae.sweep.summary import best_row, frontier_axis, write_pareto
 
     groups = trial_groups(cfg)
@@ -172,7 +171,8 @@ def run_sweep(cfg: RaysaeConfig) -> tuple[list[dict], Path]:
         check_population(members)
     ensure_ray()
     n_parallel = concurrency(cfg, trials, ray.cluster_resources())
-    out = run_dir(cfg).resolve()
+    out = storage.absolute(run_dir(cfg))
+    check_run_storage(cfg)
     record = _check_same_sweep(out, groups)
     write_config(cfg, out)
     log.info("sweep %s: %d trials of %d SAE(s), %d at a time", cfg.name, len(trials), len(trials[0]), n_parallel)
@@ -188,7 +188,7 @@ def run_sweep(cfg: RaysaeConfig) -> tuple[list[dict], Path]:
     if "mlflow_parent_run_id" not in record:
         parent = client.create_run(experiment_id, run_name=f"{cfg.name} (sweep)", tags={"raysae.sweep": cfg.name})
         record["mlflow_parent_run_id"] = parent.info.run_id
-        (out / "sweep.json").write_text(json.dumps(record, indent=1))
+        storage.write_bytes(storage.join(out, "sweep.json"), json.dumps(record, indent=1).encode())
         params = {**flat_params(cfg), "sweep.trials": str(len(trials))}
         for path, dim in cfg.sweep.search_space.items():
             params[f"sweep.search_space.{path}"] = json.dumps({dim.kind: dim.values})
@@ -197,32 +197,33 @@ def run_sweep(cfg: RaysaeConfig) -> tuple[list[dict], Path]:
 
     keep_working_directory()
     trainable = tune.with_resources(Trial(trials, out, parent_id), {"cpu": TRIAL_CPU})
-    tune_dir = out / "tune"
-    if tune.Tuner.can_restore(str(tune_dir)):
+    tune_dir = storage.join(out, "tune")
+    if tune.Tuner.can_restore(tune_dir):
         log.info("resuming the sweep from %s", tune_dir)
-        tuner = tune.Tuner.restore(str(tune_dir), trainable, resume_unfinished=True, resume_errored=True)
+        tuner = tune.Tuner.restore(tune_dir, trainable, resume_unfinished=True, resume_errored=True)
     else:
         tuner = tune.Tuner(
             trainable,
             param_space={"trial": tune.grid_search(list(range(len(trials))))},
             tune_config=tune.TuneConfig(metric=cfg.sweep.metric, mode=cfg.sweep.mode, scheduler=_scheduler(cfg),
                                         max_concurrent_trials=n_parallel),
-            run_config=tune.RunConfig(name="tune", storage_path=str(out), verbose=1),
+            run_config=tune.RunConfig(name="tune", storage_path=out, verbose=1),
         )
     grid = tuner.fit()
     rows = _rows(grid, groups, trials)
     results = write_results(rows, out)
     finished = [r for r in rows if r["status"] == "finished"]
-    pareto = write_pareto(finished, out / "pareto.png", y=frontier_axis(cfg.sweep.metric))
-    client.log_artifact(parent_id, str(results))
+    pareto = write_pareto(finished, storage.join(out, "pareto.png"), y=frontier_axis(cfg.sweep.metric))
+    log_file(client, parent_id, results)
     if pareto is not None:
-        client.log_artifact(parent_id, str(pareto))
+        log_file(client, parent_id, pareto)
     best = best_row(finished, cfg.sweep.metric, cfg.sweep.mode)
     if best is not None:
         log_batch(client, parent_id, metrics={f"best_{cfg.sweep.metric}": best[cfg.sweep.metric]})
         client.set_tag(parent_id, "raysae.best_sae", best["sae_id"])
     client.set_terminated(parent_id, status="FINISHED")
-    analysed = analyse(cfg, [out / "saes" / sae_id for sae_id in select_saes(rows, cfg)], store_dir=out / "store")
+    analysed = analyse(cfg, [storage.join(out, "saes", sae_id) for sae_id in select_saes(rows, cfg)],
+                       store_dir=storage.join(out, "store"))
     for row in rows:
         row["analysed"] = any(a["sae_id"] == row["sae_id"] for a in analysed)
     return rows, out
@@ -248,9 +249,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"\n{len(done)} of {len(rows)} SAEs finished"
           + (f"; best by {metric}: {done[0]['sae_id']} ({done[0][metric]:.4f})" if done else ""))
     analysed = [r["sae_id"] for r in rows if r.get("analysed")]
-    store = redact(store_uri(cfg)) if store_uri(cfg) else f"embedded, data in {out / 'store'}"
-    print(f"run directory: {out}\nresults: {out / 'results.csv'}\npareto: {out / 'pareto.png'}\n"
-          f"SAEs (SAELens format): {out / 'saes'}\nMLflow: {redact(tracking_uri(cfg))}\n"
+    store = redact(store_uri(cfg)) if store_uri(cfg) else f"embedded, data in {storage.join(out, 'store')}"
+    print(f"run directory: {out}\nresults: {storage.join(out, 'results.csv')}\n"
+          f"pareto: {storage.join(out, 'pareto.png')}\n"
+          f"SAEs (SAELens format): {storage.join(out, 'saes')}\nMLflow: {redact(tracking_uri(cfg))}\n"
           f"features of {len(analysed)} SAE(s) (analysis.which={cfg.analysis.which}): {', '.join(analysed) or '-'}; "
           f"store: {store}")
     return 0 if done else 1

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
+
+from raysae import storage
 
 
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
@@ -40,7 +40,7 @@ def best_row(rows: Sequence[Mapping[str, Any]], metric: str, mode: str) -> Mappi
     return (min if mode == "min" else max)(ranked, key=lambda r: r[metric])
 
 
-def write_pareto(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike, *, y: str = "fvu") -> Path | None:
+def write_pareto(rows: Sequence[Mapping[str, Any]], path: storage.Location, *, y: str = "fvu") -> str | None:
     """L0 against `y` for every finished SAE, coloured by architecture, the frontier joined.
 
     Returns the file, or None when no row has both numbers.
@@ -66,7 +66,7 @@ def write_pareto(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike, *, 
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
+    with storage.staged_file(path) as tmp:
+        fig.savefig(tmp, format="png")
     plt.close(fig)
-    return path
+    return str(path)

@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -32,7 +33,7 @@ def analysed(train_config):
     sae = build_sae(cfg.sae, 32)
     with torch.no_grad():
         sae.W_enc.normal_(0, 0.3)
-    sae_dir = save_sae(sae, run_dir(cfg) / "saes" / "analysis" / "t000", config=cfg,
+    sae_dir = save_sae(sae, Path(run_dir(cfg)) / "saes" / "analysis" / "t000", config=cfg,
                        record={"metrics": {"fvu": 0.5, "l0": 4.0}})
     summaries = analyse(cfg, [sae_dir])
     return cfg, sae_dir, summaries
@@ -46,7 +47,7 @@ def store(analysed):
         with Store(os.environ["MONGODB_URI"], cfg.store.database) as s:
             yield s
         return
-    with EmbeddedServer(run_dir(cfg) / "store") as srv, Store(srv.uri, cfg.store.database) as s:
+    with EmbeddedServer(Path(run_dir(cfg)) / "store") as srv, Store(srv.uri, cfg.store.database) as s:
         yield s
 
 
@@ -135,7 +136,7 @@ def test_live_activations_give_the_same_features_as_the_cache(analysed, store):
                                   "name": "analysis-live"})
     summary = analyse(live, [sae_dir])[0]
     assert summary["n_tokens"] == CONTEXTS * 15
-    with EmbeddedServer(run_dir(live) / "store") as srv, Store(os.environ.get("MONGODB_URI") or srv.uri,
+    with EmbeddedServer(Path(run_dir(live)) / "store") as srv, Store(os.environ.get("MONGODB_URI") or srv.uri,
                                                               cfg.store.database) as s:
         docs = list(s.features.find({"sae_id": "analysis/t000"}, {"_id": 0}))
     assert len(docs) == len(cached)
