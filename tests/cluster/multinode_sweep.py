@@ -3,18 +3,21 @@ out of it): a sweep on a simulated 3-node cluster (`ray.cluster_utils.Cluster`) 
 custom resource stands in for GPUs, a worker node removed mid-training and replaced,
 and the same sweep command rerun if a trial did not survive. Prints a JSON summary.
 
-    python tests/cluster/multinode_sweep.py CONFIG RUN_DIR
+    python tests/cluster/multinode_sweep.py CONFIG RUN_DIR   # RUN_DIR: a path or an s3:// URI
 """
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
-from pathlib import Path
 
+import pyarrow.fs as pafs
 import ray
 from ray.cluster_utils import Cluster
+
+from raysae import storage
 
 STANDIN = "sae_gpu"  # what real clusters would call GPU
 
@@ -27,13 +30,20 @@ def train_worker_nodes() -> dict[str, str]:
             if info.get("State") == "ALIVE" and "RayTrainWorker" in info.get("ActorClassName", "")}
 
 
+def checkpointed_trials(out: str) -> set[str]:
+    """Trials (`t000`, …) with at least one Ray Train checkpoint under `<out>/checkpoints`."""
+    fs, path = storage.resolve(storage.join(out, "checkpoints"))
+    infos = fs.get_file_info(pafs.FileSelector(path, recursive=True, allow_not_found=True))
+    return {m.group(1) for i in infos if (m := re.search(r"/(t\d{3})/checkpoint_[^/]+/", i.path + "/"))}
+
+
 def sweep(config: str, address: str) -> subprocess.Popen:
     env = {**os.environ, "RAY_ADDRESS": address}
     return subprocess.Popen([sys.executable, "-m", "raysae.sweep", config], env=env)
 
 
 def main() -> None:
-    config, out = sys.argv[1], Path(sys.argv[2])
+    config, out = sys.argv[1], sys.argv[2]
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 4})
     # Worker nodes get loopback addresses of their own: a driver attaches to a raylet on
     # its own IP, and must attach to the head's, not to a node this script removes.
@@ -50,12 +60,11 @@ def main() -> None:
 
     proc = sweep(config, cluster.address)
     summary["runs"] += 1
-    checkpoints = out / "checkpoints"
     deadline = time.monotonic() + 600
     while proc.poll() is None and time.monotonic() < deadline:
         placed = train_worker_nodes()
         summary["train_nodes"] |= set(placed.values())
-        checkpointed = {p.parent.name for p in checkpoints.glob("t00*/checkpoint_*")} if checkpoints.exists() else set()
+        checkpointed = checkpointed_trials(out) if summary["removed"] is None else set()
         if summary["removed"] is None and len(checkpointed) == 2 and len(set(placed.values())) == 2:
             # both trials are training, one on each worker node, and both have checkpointed:
             # whichever trial loses its node has a checkpoint to resume from

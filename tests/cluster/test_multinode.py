@@ -1,7 +1,8 @@
 """Trials and Train workers spread over simulated nodes, and a node lost mid-training is
-survived by resuming from checkpoints (tests/cluster/multinode_sweep.py does the work)."""
+survived by resuming from checkpoints (tests/cluster/multinode_sweep.py does the work).
+The nodes share nothing on disk: the activation cache and the run directory (Tune state,
+Train checkpoints, SAEs) are in an S3 bucket (a local moto S3)."""
 
-import csv
 import json
 import subprocess
 import sys
@@ -9,19 +10,30 @@ from pathlib import Path
 
 import pytest
 
-from raysae.results import write_config
+from raysae import storage
+from raysae.checkpoint import read_json
+from raysae.results import read_results, write_config
+from raysae.store import EmbeddedServer, Store
 
 HERE = Path(__file__).parent
 
 
 @pytest.mark.slow
-def test_sweep_spreads_over_nodes_and_survives_losing_one(train_config, tmp_path):
+def test_sweep_spreads_over_nodes_and_survives_losing_one(train_config, tmp_path, s3_bucket):
+    server = EmbeddedServer(tmp_path / "store").start()
     cfg = train_config("multinode", "sweep.search_space={train.lr: {grid: [0.003, 0.001]}}",
                        "train.worker_resources={sae_gpu: 1}", "train.batch_size=64",
-                       "train.checkpoint_every_tokens=1024", "analysis.which=best")
-    out = Path(cfg.output_dir) / "multinode"
-    run = subprocess.run([sys.executable, str(HERE / "multinode_sweep.py"), str(write_config(cfg, tmp_path)),
-                          str(out)], capture_output=True, text=True, timeout=1500)
+                       "train.checkpoint_every_tokens=1024", "analysis.which=best",
+                       f"output_dir={s3_bucket}/runs", f"activations.cache_dir={s3_bucket}/cache",
+                       f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}", f"store.uri={server.uri}")
+    out = storage.join(cfg.output_dir, "multinode")
+    try:
+        run = subprocess.run([sys.executable, str(HERE / "multinode_sweep.py"), write_config(cfg, tmp_path), out],
+                             capture_output=True, text=True, timeout=1500)
+        with Store(server.uri, cfg.store.database) as store:
+            analysed = [d["_id"] for d in store.saes.find({"name": "multinode"})]
+    finally:
+        server.stop()
     line = [t for t in run.stdout.splitlines() if t.startswith("SUMMARY ")]
     assert run.returncode == 0 and line, run.stdout[-3000:] + run.stderr[-3000:]
     summary = json.loads(line[-1][len("SUMMARY "):])
@@ -29,9 +41,11 @@ def test_sweep_spreads_over_nodes_and_survives_losing_one(train_config, tmp_path
     # the custom resource only exists on worker nodes: training ran there, one trial per node
     assert set(summary["train_nodes"]) <= set(summary["worker_nodes"]) and len(summary["train_nodes"]) >= 2
     assert summary["removed"] is not None  # a node hosting a training worker went away mid-run
-    rows = list(csv.DictReader((out / "results.csv").open()))
+    rows = read_results(storage.join(out, "results.csv"))
     assert sorted(r["sae_id"] for r in rows) == ["multinode/t000", "multinode/t001"]
     assert all(r["status"] == "finished" for r in rows)
-    resumed = [json.loads((out / "saes" / r["sae_id"] / "raysae.json").read_text()).get("resumed_from_tokens") or 0
+    resumed = [read_json(storage.join(out, "saes", r["sae_id"], "raysae.json")).get("resumed_from_tokens") or 0
                for r in rows]
     assert max(resumed) > 0  # the lost trial continued from its checkpoint, not from scratch
+    assert len(analysed) == 1 and analysed[0] in {r["sae_id"] for r in rows}  # analysis read the SAE from S3
+    assert not Path(train_config("multinode").output_dir, "multinode").exists()  # nothing on a local disk
