@@ -73,19 +73,16 @@ def check_run_storage(config: RaysaeConfig, *, analysis: bool = True) -> None:
     """Before any work: a run directory on an object store holds files only, so MLflow (and,
     when the run analyses, the feature store) must be servers, not the local defaults."""
     from raysae.distributed.tracking import tracking_uri
-    from raysae.store import store_uri
+    from raysae.store import embedded_store_problem
 
-    if not storage.is_remote(config.output_dir):
-        return
     problems = []
     try:
         tracking_uri(config)
     except ConfigError as exc:
         problems += exc.problems
-    if analysis and store_uri(config) is None:
-        problems.append(("store.uri", (
-            f"output_dir is {config.output_dir}, and the embedded store keeps its data in a local folder: "
-            "set store.uri or MONGODB_URI to a MongoDB server")))
+    store = embedded_store_problem(config, storage.join(run_dir(config), "store")) if analysis else None
+    if store:
+        problems.append(store)
     if problems:
         raise ConfigError(problems)
 

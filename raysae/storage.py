@@ -1,6 +1,7 @@
 """Folders that are local paths or object-store URIs (`s3://bucket/prefix`, `gs://…`, `hdfs://…`).
 
-The few file operations raysae needs on a shared folder (activation caches), over
+The few file operations raysae needs on a shared folder (activation caches, run
+directories), over
 pyarrow's filesystems — the same ones Ray Data and Ray Train use for URIs, with
 credentials and endpoints from the usual environment (`AWS_ACCESS_KEY_ID`,
 `AWS_ENDPOINT_URL`, an instance role, …). A local path keeps plain local file
@@ -23,10 +24,13 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 URI = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+"""A URI's scheme (group 1)."""
+
+REMOTE_SCHEMES = ("s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss")
+"""Object-store URI schemes a shared folder may use (pyarrow has a filesystem for each)."""
 
 Location = str | os.PathLike
-"""A file or folder: a local path, or a URI of a scheme the config accepts
-(`raysae.config.base.REMOTE_SCHEMES`)."""
+"""A file or folder: a local path, or a URI of one of `REMOTE_SCHEMES`."""
 
 
 def is_remote(location: Location) -> bool:
@@ -96,11 +100,12 @@ def read_bytes(location: Location) -> bytes:
     """The file's content; `FileNotFoundError` naming it when it is missing."""
     if not is_remote(location):
         return Path(location).read_bytes()
-    if not exists(location):
-        raise FileNotFoundError(f"{location}: no such file")
     fs, path = resolve(location)
-    with fs.open_input_stream(path) as f:
-        return f.read()
+    try:
+        with fs.open_input_stream(path) as f:
+            return f.read()
+    except FileNotFoundError:  # pyarrow's names the path inside the bucket
+        raise FileNotFoundError(f"{location}: no such file") from None
 
 
 @contextmanager
@@ -175,8 +180,10 @@ def delete_file(location: Location) -> None:
         Path(location).unlink(missing_ok=True)
         return
     fs, path = resolve(location)
-    if exists(location):
+    try:
         fs.delete_file(path)
+    except FileNotFoundError:
+        pass
 
 
 def upload_dir(local: os.PathLike, location: Location) -> None:

@@ -130,10 +130,6 @@ def _stamps(directory: storage.Location, manifest: dict[str, Any]) -> tuple:
     return tuple(storage.stamp(storage.join(directory, f)) for f in files)
 
 
-def _identity(directory: storage.Location) -> str:
-    return str(directory) if storage.is_remote(directory) else str(Path(directory).resolve())
-
-
 def verify_cache(directory: storage.Location, *, checksums: bool = True) -> dict[str, Any]:
     """The manifest of a complete cache whose shards are all present and intact.
 
@@ -149,7 +145,7 @@ def verify_cache(directory: storage.Location, *, checksums: bool = True) -> dict
     if not manifest["complete"]:
         raise CacheError(f"{directory}: cache is incomplete; rerun `python -m raysae.generate` to finish it")
     stamps = _stamps(directory, manifest)
-    if _VERIFIED.get(_identity(directory)) == stamps:
+    if _VERIFIED.get(storage.absolute(directory)) == stamps:
         return manifest
     for shard, found in zip(manifest["shards"], stamps[1:], strict=True):
         path = storage.join(directory, shard["file"])
@@ -165,7 +161,7 @@ def verify_cache(directory: storage.Location, *, checksums: bool = True) -> dict
         if meta.num_rows != shard["rows"]:
             raise CacheError(f"cache shard {path}: {meta.num_rows} rows, manifest says {shard['rows']}")
     if checksums:
-        _VERIFIED[_identity(directory)] = stamps
+        _VERIFIED[storage.absolute(directory)] = stamps
     return manifest
 
 

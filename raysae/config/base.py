@@ -7,12 +7,13 @@ errors, and the docstring under each field is its description (shown by
 
 from __future__ import annotations
 
-import re
 from pathlib import PurePosixPath
 from typing import Annotated
 from urllib.parse import unquote, urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict
+
+from raysae.storage import REMOTE_SCHEMES, URI  # stdlib only at import; pyarrow is imported on use
 
 
 class Section(BaseModel):
@@ -52,16 +53,10 @@ class ConfigError(ValueError):
         return (type(self), (self.problems, self.source))
 
 
-_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
-REMOTE_SCHEMES = ("s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss")
-"""Object-store URI schemes a shared folder may use (pyarrow has a filesystem for each; same
-list as `raysae.storage.REMOTE_SCHEMES`, kept here so the config imports no I/O code)."""
-
-
 def shared_storage(value: str) -> str:
     """A folder given as a path, a `file://` URI (turned into a path) or an object-store URI
     (`s3://bucket/prefix`, kept as it is; read and written through `raysae.storage`)."""
-    found = _SCHEME.match(value)
+    found = URI.match(value)
     if not found:
         return value
     scheme = found.group(1).lower()

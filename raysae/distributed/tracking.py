@@ -71,13 +71,13 @@ def mlflow_experiment(cfg: RaysaeConfig):
     """(MlflowClient, experiment id) of the config's experiment, created on first use."""
     from mlflow import MlflowClient
 
-    client = MlflowClient(tracking_uri(cfg))
+    uri = tracking_uri(cfg)
+    client = MlflowClient(uri)
     name = cfg.tracking.experiment or cfg.name
     found = client.get_experiment_by_name(name)
     if found is not None:
         return client, found.experiment_id
     location = None  # a tracking server keeps artifacts where it is set up to
-    uri = tracking_uri(cfg)
     if uri.startswith("sqlite:///"):  # beside the database file (by default <output_dir>), not ./mlruns
         location = (Path(uri.removeprefix("sqlite:///")).resolve().parent / "mlartifacts").as_uri()
     try:

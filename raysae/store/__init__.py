@@ -13,12 +13,22 @@ from raysae.store.client import Store, is_transient
 from raysae.store.embedded import EmbeddedServer
 from raysae.store.errors import StoreError
 
-__all__ = ["EmbeddedServer", "Store", "StoreError", "connect", "is_transient", "open_store", "store_uri"]
+__all__ = ["EmbeddedServer", "Store", "StoreError", "connect", "embedded_store_problem", "is_transient",
+           "open_store", "store_uri"]
 
 
 def store_uri(cfg: RaysaeConfig) -> str | None:
     """`store.uri`, else `MONGODB_URI`, else None (the embedded server)."""
     return cfg.store.uri or os.environ.get("MONGODB_URI") or None
+
+
+def embedded_store_problem(cfg: RaysaeConfig, store_dir: storage.Location) -> tuple[str, str] | None:
+    """(config path, message) when no store is configured and the embedded one would have to
+    keep its data in `store_dir` on an object store, which it cannot; else None."""
+    if store_uri(cfg) is not None or not storage.is_remote(store_dir):
+        return None
+    return ("store.uri", f"the embedded store keeps its data in a local folder, not in {store_dir}: "
+                         "set store.uri or MONGODB_URI to a MongoDB server")
 
 
 @contextlib.contextmanager
@@ -28,10 +38,9 @@ def open_store(cfg: RaysaeConfig, store_dir: str | os.PathLike) -> Iterator[Stor
     s = cfg.store
     uri = store_uri(cfg)
     server = None
-    if uri is None and storage.is_remote(store_dir):
-        raise ConfigError([("store.uri", (
-            f"the embedded store keeps its data in a local folder, not in {store_dir}: set store.uri or "
-            "MONGODB_URI to a MongoDB server when output_dir is on an object store"))])
+    problem = embedded_store_problem(cfg, store_dir)
+    if problem:
+        raise ConfigError([problem])
     if uri is None:
         server = EmbeddedServer(Path(store_dir)).start()
         uri = server.uri
