@@ -31,10 +31,12 @@ def train_worker_nodes() -> dict[str, str]:
 
 
 def checkpointed_trials(out: str) -> set[str]:
-    """Trials (`t000`, …) with at least one Ray Train checkpoint under `<out>/checkpoints`."""
+    """Trials (`t000`, …) with a committed checkpoint: rank 0 writes `raysae/position.json` only
+    once Ray Train reports the checkpoint committed (a `checkpoint_*` folder appears in the
+    bucket while it is still uploading, before Ray Train would resume from it)."""
     fs, path = storage.resolve(storage.join(out, "checkpoints"))
     infos = fs.get_file_info(pafs.FileSelector(path, recursive=True, allow_not_found=True))
-    return {m.group(1) for i in infos if (m := re.search(r"/(t\d{3})/checkpoint_[^/]+/", i.path + "/"))}
+    return {m.group(1) for i in infos if (m := re.search(r"/(t\d{3})/raysae/position\.json$", i.path))}
 
 
 def sweep(config: str, address: str) -> subprocess.Popen:
