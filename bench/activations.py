@@ -100,35 +100,51 @@ def main() -> None:
     cfg = load_config(args.config)
     tokens = pack_contexts(cfg.data, tokenizer_for(cfg), args.contexts)
     cores = os.cpu_count() or 1
-    print(f"# {platform.machine()}, {cores} cores, torch {torch.__version__}; {cfg.model.name} "
-          f"{cfg.model.hook_point}, {args.contexts} contexts x {cfg.data.context_size} tokens, "
-          f"batch {cfg.activations.model_batch_size}")
+    print(
+        f"# {platform.machine()}, {cores} cores, torch {torch.__version__}; {cfg.model.name} "
+        f"{cfg.model.hook_point}, {args.contexts} contexts x {cfg.data.context_size} tokens, "
+        f"batch {cfg.activations.model_batch_size}"
+    )
     base = bare_forward(cfg, tokens)
     print(f"generation  bare in-process forward ({cores} threads): {base:,.0f} tokens/s")
     ensure_ray()
     for actors, cpus in ((1, float(cores)), (cores, 1.0)):
-        run_cfg = load_config(args.config, [f"activations.num_actors={actors}",
-                                            f"activations.cpus_per_actor={cpus}"])
+        run_cfg = load_config(
+            args.config, [f"activations.num_actors={actors}", f"activations.cpus_per_actor={cpus}"]
+        )
         total, steady = ray_generation(run_cfg, tokens)
-        print(f"generation  Ray Data, {actors} actor(s) x {cpus:g} CPU: {total:,.0f} tokens/s end to end "
-              f"({total / base:.2f}x), {steady:,.0f} steady ({steady / base:.2f}x)")
+        print(
+            f"generation  Ray Data, {actors} actor(s) x {cpus:g} CPU: {total:,.0f} tokens/s end to end "
+            f"({total / base:.2f}x), {steady:,.0f} steady ({steady / base:.2f}x)"
+        )
 
     with tempfile.TemporaryDirectory() as tmp:
         n_tokens = args.cache_shards * cfg.activations.shard_rows
-        gen_cfg = load_config(args.config, [f"activations.cache_dir={tmp}", f"activations.n_tokens={n_tokens}",
-                                            f"activations.num_actors={cores}", "activations.cpus_per_actor=1"])
+        gen_cfg = load_config(
+            args.config,
+            [
+                f"activations.cache_dir={tmp}",
+                f"activations.n_tokens={n_tokens}",
+                f"activations.num_actors={cores}",
+                "activations.cpus_per_actor=1",
+            ],
+        )
         with PeakRSS() as mem:
             directory = generate_caches(gen_cfg)[(cfg.model.hook_point, "tokens")]
         manifest = verify_cache(directory)
         shard_mb = os.path.getsize(shard_paths(directory, manifest)[0]) / 2**20
         buffer_mb = shard_mb * gen_cfg.activations.shuffle_buffer_shards
-        print(f"memory      driver peak RSS growth while writing {len(manifest['shards'])} shards: "
-              f"{(mem.peak - mem.base) / 2**20:,.0f} MiB (one shard {shard_mb:,.0f} MiB, "
-              f"shuffle buffer {buffer_mb:,.0f} MiB)")
+        print(
+            f"memory      driver peak RSS growth while writing {len(manifest['shards'])} shards: "
+            f"{(mem.peak - mem.base) / 2**20:,.0f} MiB (one shard {shard_mb:,.0f} MiB, "
+            f"shuffle buffer {buffer_mb:,.0f} MiB)"
+        )
 
         paths = shard_paths(directory, manifest)
         start = time.perf_counter()
-        rows = sum(np.concatenate([c.to_numpy() for c in pq.read_table(f)["acts"].chunks]).shape[0] for f in paths)
+        rows = sum(
+            np.concatenate([c.to_numpy() for c in pq.read_table(f)["acts"].chunks]).shape[0] for f in paths
+        )
         raw = rows / (time.perf_counter() - start)
         print(f"cache read  pyarrow read_table of the same {len(paths)} files: {raw:,.0f} rows/s")
         readers = {
@@ -144,9 +160,11 @@ def main() -> None:
                 rows += len(acts)
             end = time.perf_counter()
             total, steady = rows / (end - start), (rows - n_first) / max(end - first, 1e-9)
-            print(f"cache read  read_cache + {name}: "
-                  f"{total:,.0f} rows/s end to end ({total / raw:.2f}x), {steady:,.0f} steady "
-                  f"({steady / raw:.2f}x); first batch after {first - start:.1f} s")
+            print(
+                f"cache read  read_cache + {name}: "
+                f"{total:,.0f} rows/s end to end ({total / raw:.2f}x), {steady:,.0f} steady "
+                f"({steady / raw:.2f}x); first batch after {first - start:.1f} s"
+            )
 
 
 if __name__ == "__main__":

@@ -48,19 +48,34 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def config(args, out: Path):
     contexts = -(-args.tokens // 127)
-    return load_config(None, [
-        "name=bench", f"output_dir={out / 'runs'}",
-        "model.name=random", f"model.tokenizer={ROOT / 'assets/gpt2-tokenizer'}",
-        f"model.random.d_model={args.d_in}", "model.random.n_layers=1", "model.random.n_heads=8",
-        "model.hook_point=blocks.0.hook_resid_post", f"model.device={'cuda' if args.gpu else 'cpu'}",
-        f"data.path={ROOT / 'assets/shakespeare'}", "data.context_size=128",
-        f"activations.cache_dir={args.cache_dir}", "activations.layouts=[contexts]",
-        f"activations.n_contexts={contexts}", "activations.shard_rows=16384", "activations.model_batch_size=32",
-        f"sae.expansion_factor={args.expansion}", f"sae.k={args.k}",
-        f"analysis.n_tokens={args.tokens}", f"analysis.batch_contexts={args.batch // 128}",
-        f"analysis.num_actors={args.actors}", f"analysis.cpus_per_actor={args.threads}",
-        f"analysis.num_gpus_per_actor={1 if args.gpu else 0}",
-    ])
+    return load_config(
+        None,
+        [
+            "name=bench",
+            f"output_dir={out / 'runs'}",
+            "model.name=random",
+            f"model.tokenizer={ROOT / 'assets/gpt2-tokenizer'}",
+            f"model.random.d_model={args.d_in}",
+            "model.random.n_layers=1",
+            "model.random.n_heads=8",
+            "model.hook_point=blocks.0.hook_resid_post",
+            f"model.device={'cuda' if args.gpu else 'cpu'}",
+            f"data.path={ROOT / 'assets/shakespeare'}",
+            "data.context_size=128",
+            f"activations.cache_dir={args.cache_dir}",
+            "activations.layouts=[contexts]",
+            f"activations.n_contexts={contexts}",
+            "activations.shard_rows=16384",
+            "activations.model_batch_size=32",
+            f"sae.expansion_factor={args.expansion}",
+            f"sae.k={args.k}",
+            f"analysis.n_tokens={args.tokens}",
+            f"analysis.batch_contexts={args.batch // 128}",
+            f"analysis.num_actors={args.actors}",
+            f"analysis.cpus_per_actor={args.threads}",
+            f"analysis.num_gpus_per_actor={1 if args.gpu else 0}",
+        ],
+    )
 
 
 def cached_batches(cfg, batch_contexts: int, device):
@@ -71,8 +86,10 @@ def cached_batches(cfg, batch_contexts: int, device):
     acts = np.stack(table["acts"].to_numpy(zero_copy_only=False)).reshape(n, seq, d).astype(np.float32)
     tokens = np.stack(table["tokens"].to_numpy(zero_copy_only=False)).reshape(n, seq)
     keep = torch.as_tensor(keep_mask(tokens, excluded_token_ids(tokenizer_for(cfg))))  # as the actors do
-    return [(torch.as_tensor(acts[i:i + batch_contexts]).to(device), keep[i:i + batch_contexts].to(device))
-            for i in range(0, n, batch_contexts)]
+    return [
+        (torch.as_tensor(acts[i : i + batch_contexts]).to(device), keep[i : i + batch_contexts].to(device))
+        for i in range(0, n, batch_contexts)
+    ]
 
 
 def timed(fn) -> float:
@@ -105,22 +122,31 @@ def main() -> None:
     batches = cached_batches(cfg, args.batch // 128, device)
     n_tokens = sum(int(keep.sum()) for _, keep in batches)
     all_tokens = sum(acts.shape[0] * acts.shape[1] for acts, _ in batches)
-    print(f"# {platform.machine()} {os.cpu_count()} CPUs, torch {torch.__version__}, ray {ray.__version__}, "
-          f"{'cuda' if args.gpu else f'cpu x{args.threads} threads'}, {args.actors} actor(s); d_in {args.d_in}, "
-          f"{args.expansion}x, k {args.k}, {args.batch // 128} contexts of 128 per batch, {n_tokens} tokens")
+    print(
+        f"# {platform.machine()} {os.cpu_count()} CPUs, torch {torch.__version__}, ray {ray.__version__}, "
+        f"{'cuda' if args.gpu else f'cpu x{args.threads} threads'}, {args.actors} actor(s); d_in {args.d_in}, "
+        f"{args.expansion}x, k {args.k}, {args.batch // 128} contexts of 128 per batch, {n_tokens} tokens"
+    )
     with torch.no_grad():
         encode_s = timed(lambda: [sae.encode(a.reshape(-1, a.shape[-1])) for a, _ in batches])
     math_s = timed(lambda: [encode_contexts(sae, a, k) for a, k in batches])
     baseline = all_tokens / encode_s
     summary = analyse(cfg, [sae_dir])[0]
-    rows = [("bare encode (baseline)", baseline, 1.0),
-            ("encode_contexts in process", all_tokens / math_s, encode_s / math_s),
-            ("analyse, up to the documents", all_tokens / summary["stats_seconds"],
-             all_tokens / summary["stats_seconds"] / baseline)]
+    rows = [
+        ("bare encode (baseline)", baseline, 1.0),
+        ("encode_contexts in process", all_tokens / math_s, encode_s / math_s),
+        (
+            "analyse, up to the documents",
+            all_tokens / summary["stats_seconds"],
+            all_tokens / summary["stats_seconds"] / baseline,
+        ),
+    ]
     for label, rate, ratio in rows:
         print(f"{label:<36}{rate:>12,.0f} tok/s  {ratio:.2f}")
-    print(f"{'documents built and written':<36}{summary['features'] / summary['write_seconds']:>12,.0f} docs/s "
-          f"({summary['features']} features, {summary['write_seconds']:.1f} s, embedded store)")
+    print(
+        f"{'documents built and written':<36}{summary['features'] / summary['write_seconds']:>12,.0f} docs/s "
+        f"({summary['features']} features, {summary['write_seconds']:.1f} s, embedded store)"
+    )
 
 
 if __name__ == "__main__":

@@ -36,19 +36,33 @@ def synthetic_documents(d_sae: int, rng: np.random.Generator) -> tuple[FeatureDo
     n_tokens = 1_000_000
     totals = Totals(d_sae)
     totals.n_tokens = n_tokens
-    totals.count = np.where(rng.random(d_sae) < 0.05, 0, rng.lognormal(6, 2, d_sae).astype(np.int64).clip(0, n_tokens))
+    totals.count = np.where(
+        rng.random(d_sae) < 0.05, 0, rng.lognormal(6, 2, d_sae).astype(np.int64).clip(0, n_tokens)
+    )
     totals.max = (rng.random(d_sae) * 10).astype(np.float32) * (totals.count > 0)
     totals.total = totals.count * totals.max * 0.4
     groups = [-1] * 20 + [g for g in range(len(BANDS) + 1) for _ in range(5)]
     per = len(groups)
     feat = np.repeat(np.arange(d_sae), per)
-    examples = Examples(feat=feat, group=np.tile(groups, d_sae), context=rng.integers(0, 10_000, feat.size),
-                        value=rng.random(feat.size).astype(np.float32), pos=rng.integers(0, 128, feat.size))
+    examples = Examples(
+        feat=feat,
+        group=np.tile(groups, d_sae),
+        context=rng.integers(0, 10_000, feat.size),
+        value=rng.random(feat.size).astype(np.float32),
+        pos=rng.integers(0, 128, feat.size),
+    )
     width = 25
-    windows = (rng.integers(0, 100, feat.size), rng.integers(0, 500, (feat.size, width)),
-               rng.random((feat.size, width)).astype(np.float32))
-    logits = (rng.integers(0, 500, (d_sae, 10)), rng.random((d_sae, 10)), rng.integers(0, 500, (d_sae, 10)),
-              -rng.random((d_sae, 10)))
+    windows = (
+        rng.integers(0, 100, feat.size),
+        rng.integers(0, 500, (feat.size, width)),
+        rng.random((feat.size, width)).astype(np.float32),
+    )
+    logits = (
+        rng.integers(0, 500, (d_sae, 10)),
+        rng.random((d_sae, 10)),
+        rng.integers(0, 500, (d_sae, 10)),
+        -rng.random((d_sae, 10)),
+    )
     edges = np.stack([np.linspace(0, m or 1.0, 33) for m in totals.max])
     hist = rng.integers(0, 100, (d_sae, 32))
     words = [f" word{i}" for i in range(500)]
@@ -72,16 +86,33 @@ def main() -> None:
     args = parser.parse_args()
     d_sae = args.features
     docs, totals = synthetic_documents(d_sae, np.random.default_rng(0))
-    with tempfile.TemporaryDirectory() as tmp, EmbeddedServer(tmp) as server, Store(server.uri, "bench") as store:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        EmbeddedServer(tmp) as server,
+        Store(server.uri, "bench") as store,
+    ):
         store.ensure_indexes()
         t0 = time.perf_counter()
         store.write_features(SAE, docs, d_sae)
         write_s = time.perf_counter() - t0
-        store.put_sae({"_id": SAE, "name": "bench", "architecture": "topk", "model": "synthetic",
-                       "hook_point": "blocks.0.hook_resid_post", "d_in": 512, "d_sae": d_sae,
-                       "metrics": {"fvu": 0.2, "l0": 32.0},
-                       "analysis": {"n_tokens": totals.n_tokens, "alive": int((totals.count > 0).sum()),
-                                    "density": log_density(totals.count, totals.n_tokens), "finished_at": 1}})
+        store.put_sae(
+            {
+                "_id": SAE,
+                "name": "bench",
+                "architecture": "topk",
+                "model": "synthetic",
+                "hook_point": "blocks.0.hook_resid_post",
+                "d_in": 512,
+                "d_sae": d_sae,
+                "metrics": {"fvu": 0.2, "l0": 32.0},
+                "analysis": {
+                    "n_tokens": totals.n_tokens,
+                    "alive": int((totals.count > 0).sum()),
+                    "density": log_density(totals.count, totals.n_tokens),
+                    "finished_at": 1,
+                },
+            }
+        )
         size = len(bson.encode(docs(0)))  # bytes as stored
         client = create_app(store, seed=0).test_client()
 
@@ -89,17 +120,25 @@ def main() -> None:
             def fetch():
                 response = client.get(url)
                 assert response.status_code in (200, 302), (url, response.status_code)
+
             return fetch
 
         def naive():
-            list(store.features.find({"sae_id": SAE}, {"_id": 0, "index": 1, "act_frequency": 1,
-                                                       "max_activation": 1, "logits.top": 1})
-                 .sort([("act_frequency", -1), ("index", 1)]).skip(50).limit(50))
+            list(
+                store.features.find(
+                    {"sae_id": SAE},
+                    {"_id": 0, "index": 1, "act_frequency": 1, "max_activation": 1, "logits.top": 1},
+                )
+                .sort([("act_frequency", -1), ("index", 1)])
+                .skip(50)
+                .limit(50)
+            )
 
         mid = d_sae // 100
         pages = {
-            "one feature document by key (baseline)":
-                lambda: store.features.find_one({"sae_id": SAE, "index": d_sae // 3}),
+            "one feature document by key (baseline)": lambda: store.features.find_one(
+                {"sae_id": SAE, "index": d_sae // 3}
+            ),
             "SAE list": get("/"),
             "SAE page, by frequency, page 1": get(f"/sae/{SAE}"),
             f"SAE page, by max, page {mid}": get(f"/sae/{SAE}?order=max&page={mid}"),
@@ -116,8 +155,10 @@ def main() -> None:
         except Exception as exc:  # the embedded server may give up on a sort this large
             naive_outcome = f"failed after {time.perf_counter() - t0:.0f} s ({type(exc).__name__})"
     base = results["one feature document by key (baseline)"]
-    print(f"# {platform.processor() or platform.machine()}, {d_sae:,} features of ~{size / 1024:.0f} KB "
-          f"(written in {write_s:.0f} s, {d_sae / write_s:.0f} docs/s), embedded store, median of {args.repeat}")
+    print(
+        f"# {platform.processor() or platform.machine()}, {d_sae:,} features of ~{size / 1024:.0f} KB "
+        f"(written in {write_s:.0f} s, {d_sae / write_s:.0f} docs/s), embedded store, median of {args.repeat}"
+    )
     print(f"{'':48s} {'seconds':>8s} {'x baseline':>11s}")
     for name, s in results.items():
         print(f"{name:48s} {s:8.3f} {s / base:11.1f}")

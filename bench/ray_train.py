@@ -59,20 +59,36 @@ class StepClock:
 
 
 def config(args, out: Path, name: str, *extra: str):
-    return load_config(None, [
-        f"name={name}", f"output_dir={out / 'runs'}",
-        "model.name=random", f"model.tokenizer={ROOT / 'assets/gpt2-tokenizer'}",
-        f"model.random.d_model={args.d_in}", "model.random.n_layers=1", "model.random.n_heads=8",
-        "model.hook_point=blocks.0.hook_resid_post",
-        f"data.path={ROOT / 'assets/shakespeare'}", "data.context_size=128",
-        f"activations.cache_dir={args.cache_dir}", f"activations.n_tokens={args.tokens + 65536}",
-        "activations.shard_rows=16384", "activations.model_batch_size=32",
-        f"sae.expansion_factor={args.expansion}", f"sae.k={args.k}",
-        f"train.total_tokens={args.tokens}", f"train.batch_size={args.batch}", "train.eval_tokens=16384",
-        "train.ce_contexts=0", f"train.cpus_per_worker={args.threads}", "train.log_every_steps=1000",
-        f"train.use_gpu={args.gpu}", f"train.device={'cuda' if args.gpu else 'cpu'}",
-        *extra,
-    ])
+    return load_config(
+        None,
+        [
+            f"name={name}",
+            f"output_dir={out / 'runs'}",
+            "model.name=random",
+            f"model.tokenizer={ROOT / 'assets/gpt2-tokenizer'}",
+            f"model.random.d_model={args.d_in}",
+            "model.random.n_layers=1",
+            "model.random.n_heads=8",
+            "model.hook_point=blocks.0.hook_resid_post",
+            f"data.path={ROOT / 'assets/shakespeare'}",
+            "data.context_size=128",
+            f"activations.cache_dir={args.cache_dir}",
+            f"activations.n_tokens={args.tokens + 65536}",
+            "activations.shard_rows=16384",
+            "activations.model_batch_size=32",
+            f"sae.expansion_factor={args.expansion}",
+            f"sae.k={args.k}",
+            f"train.total_tokens={args.tokens}",
+            f"train.batch_size={args.batch}",
+            "train.eval_tokens=16384",
+            "train.ce_contexts=0",
+            f"train.cpus_per_worker={args.threads}",
+            "train.log_every_steps=1000",
+            f"train.use_gpu={args.gpu}",
+            f"train.device={'cuda' if args.gpu else 'cpu'}",
+            *extra,
+        ],
+    )
 
 
 def bare(cfg) -> float:
@@ -111,9 +127,11 @@ def main() -> None:
     out = Path(tempfile.mkdtemp(prefix="raysae-bench-"))
     base = config(args, out, "single")
     generate_caches(base)
-    print(f"# {platform.machine()} {os.cpu_count()} CPUs, torch {torch.__version__}, ray {ray.__version__}, "
-          f"{'cuda' if args.gpu else f'cpu x{args.threads} threads'}; d_in {args.d_in}, {args.expansion}x, "
-          f"k {args.k}, batch {args.batch}, {args.tokens} tokens per run")
+    print(
+        f"# {platform.machine()} {os.cpu_count()} CPUs, torch {torch.__version__}, ray {ray.__version__}, "
+        f"{'cuda' if args.gpu else f'cpu x{args.threads} threads'}; d_in {args.d_in}, {args.expansion}x, "
+        f"k {args.k}, batch {args.batch}, {args.tokens} tokens per run"
+    )
     baseline = bare(base)
     steady, e2e = ray_run(base, out, "single")
     print(f"{'bare fit (baseline)':<44}{baseline:>12,.0f} tok/s  1.00")
@@ -122,20 +140,27 @@ def main() -> None:
     if args.population:
         archs = (ARCHITECTURES * args.population)[: args.population]
         members = ", ".join(f"{{sae.architecture: {a}}}" for a in archs)
-        pop_steady, pop_e2e = ray_run(config(args, out, "population", f"train.population=[{members}]"), out, "pop")
+        pop_steady, pop_e2e = ray_run(
+            config(args, out, "population", f"train.population=[{members}]"), out, "pop"
+        )
         separate = []
         for i, arch in enumerate(archs):
-            separate.append(ray_run(config(args, out, f"alone{i}", f"sae.architecture={arch}"), out, f"alone{i}"))
+            separate.append(
+                ray_run(config(args, out, f"alone{i}", f"sae.architecture={arch}"), out, f"alone{i}")
+            )
         k = args.population
         # Run one after another, the K separate runs train K * tokens in the sum of their times.
         sep_steady = k / sum(1 / s for s, _ in separate)
         sep_e2e = k / sum(1 / e for _, e in separate)
-        rows = [(f"{k} separate runs, steady (baseline)", sep_steady, 1.0),
-                (f"population K={k}, steady", k * pop_steady, k * pop_steady / sep_steady),
-                (f"{k} separate runs, end to end (baseline)", sep_e2e, 1.0),
-                (f"population K={k}, end to end", k * pop_e2e, k * pop_e2e / sep_e2e)]
+        rows = [
+            (f"{k} separate runs, steady (baseline)", sep_steady, 1.0),
+            (f"population K={k}, steady", k * pop_steady, k * pop_steady / sep_steady),
+            (f"{k} separate runs, end to end (baseline)", sep_e2e, 1.0),
+            (f"population K={k}, end to end", k * pop_e2e, k * pop_e2e / sep_e2e),
+        ]
         for label, rate, ratio in rows:
             print(f"{label:<44}{rate:>12,.0f} SAE-tok/s  {ratio:.2f}")
+
 
 if __name__ == "__main__":
     main()

@@ -61,15 +61,22 @@ def main() -> None:
     batches = [pool[i % len(pool)] for i in range(args.steps)]
     tokens = args.steps * args.batch
 
-    print(f"# {platform.node()} {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, device {device}")
+    print(
+        f"# {platform.node()} {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, device {device}"
+    )
     print(f"# d_in {args.d_in}, d_sae {d_sae}, k {args.k}, batch {args.batch}, {args.steps} timed steps")
     plain_topk_loop(batches[:2], args.d_in, d_sae, args.k, 3e-4, device)  # warm-up
     base = tokens / timed(lambda: plain_topk_loop(batches, args.d_in, d_sae, args.k, 3e-4, device))
     print(f"{'loop':<22} {'tokens/s':>10} {'vs plain':>9}")
     print(f"{'plain topk (baseline)':<22} {base:>10.0f} {1.0:>9.2f}")
-    train = TrainConfig(total_tokens=tokens, batch_size=args.batch, init_tokens=args.batch,
-                        device=str(device), log_every_steps=10**9)
+    train = TrainConfig(
+        total_tokens=tokens,
+        batch_size=args.batch,
+        init_tokens=args.batch,
+        device=str(device),
+        log_every_steps=10**9,
+    )
     for arch in args.architectures:
         cfg = SAEConfig(architecture=arch, expansion_factor=args.expansion, k=args.k)
         warm = TrainConfig(**{**train.model_dump(), "total_tokens": 2 * args.batch})

@@ -42,11 +42,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         seconds = time.perf_counter() - started
         held_out = list(data.batches(4096, cfg.train.eval_tokens, seed=2))
         found = recovery(sae.W_dec, data.atoms, threshold=0.9)
-        rows.append(finish_sae(sae, held_out, cfg, f"{cfg.name}/{arch}", seconds=seconds,
-                               extra_metrics={"recovered_atoms": found}))
+        rows.append(
+            finish_sae(
+                sae,
+                held_out,
+                cfg,
+                f"{cfg.name}/{arch}",
+                seconds=seconds,
+                extra_metrics={"recovered_atoms": found},
+            )
+        )
     results = write_results(rows, out)
-    print("\n" + format_results(rows, {"fvu": ".4f", "l0": ".2f", "dead_fraction": ".3f",
-                                       "recovered_atoms": ".1%", "seconds": ".1f"}))
+    print(
+        "\n"
+        + format_results(
+            rows,
+            {"fvu": ".4f", "l0": ".2f", "dead_fraction": ".3f", "recovered_atoms": ".1%", "seconds": ".1f"},
+        )
+    )
     print(f"\nrun directory: {out}\nresults: {results}\ncheckpoints (SAELens format): {out / 'saes'}")
     return 0
 

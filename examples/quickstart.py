@@ -66,16 +66,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         fit(sae, iter_activation_batches(train, cfg.train.batch_size), cfg.train)
         seconds = time.perf_counter() - started
         ce = ce_loss_recovered(model, eval_tokens, sae, cfg.model.hook_point, splice_mask=splice_mask)
-        rows.append(finish_sae(
-            sae, iter_activation_batches(held_out, 4096), cfg, f"{cfg.name}/{arch}", seconds=seconds,
-            extra_metrics={"ce_loss_recovered": ce["ce_loss_recovered"], "kl_sae": ce["kl_sae"]},
-            record={"ce": ce, "cache": str(cache)},
-        ))
+        rows.append(
+            finish_sae(
+                sae,
+                iter_activation_batches(held_out, 4096),
+                cfg,
+                f"{cfg.name}/{arch}",
+                seconds=seconds,
+                extra_metrics={"ce_loss_recovered": ce["ce_loss_recovered"], "kl_sae": ce["kl_sae"]},
+                record={"ce": ce, "cache": str(cache)},
+            )
+        )
     results = write_results(rows, out)
-    print("\n" + format_results(rows, {"fvu": ".4f", "l0": ".1f", "dead_fraction": ".3f",
-                                       "ce_loss_recovered": ".3f", "seconds": ".1f"}))
-    print(f"\nactivation cache: {cache}\nrun directory: {out}\nresults: {results}\n"
-          f"checkpoints (SAELens format): {out / 'saes'}")
+    print(
+        "\n"
+        + format_results(
+            rows,
+            {"fvu": ".4f", "l0": ".1f", "dead_fraction": ".3f", "ce_loss_recovered": ".3f", "seconds": ".1f"},
+        )
+    )
+    print(
+        f"\nactivation cache: {cache}\nrun directory: {out}\nresults: {results}\n"
+        f"checkpoints (SAELens format): {out / 'saes'}"
+    )
     return 0
 
 

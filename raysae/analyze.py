@@ -17,8 +17,13 @@ from raysae.cli import config_parser, load_from_args, run_main
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = config_parser(__doc__.splitlines()[0])
-    parser.add_argument("--sae", action="append", default=[], metavar="DIR",
-                        help="an SAE checkpoint directory (repeatable); default: the run's SAEs per analysis.which")
+    parser.add_argument(
+        "--sae",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="an SAE checkpoint directory (repeatable); default: the run's SAEs per analysis.which",
+    )
     args = parser.parse_args(argv)
     cfg = load_from_args(args)
     from raysae.analysis import analyse, select_saes
@@ -29,7 +34,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         results = storage.join(run_dir(cfg), "results.csv")
         if not storage.exists(results):
             raise FileNotFoundError(f"{results}: missing; train or sweep first, or name SAEs with --sae DIR")
-        dirs = [storage.join(run_dir(cfg), "saes", sae_id) for sae_id in select_saes(read_results(results), cfg)]
+        dirs = [
+            storage.join(run_dir(cfg), "saes", sae_id) for sae_id in select_saes(read_results(results), cfg)
+        ]
     summaries = analyse(cfg, dirs)  # checks each directory before any work
     for s in summaries:
         print(f"{s['sae_id']}: {s['features']} features ({s['alive']} alive) over {s['n_tokens']} tokens")

@@ -12,7 +12,14 @@ from raysae.config import ConfigError, RaysaeConfig, dump_config
 
 LEADING_COLUMNS = ["sae_id", "architecture"]
 METRIC_COLUMNS = [
-    "mse", "fvu", "explained_variance", "l0", "dead_fraction", "ce_loss_recovered", "tokens", "seconds",
+    "mse",
+    "fvu",
+    "explained_variance",
+    "l0",
+    "dead_fraction",
+    "ce_loss_recovered",
+    "tokens",
+    "seconds",
 ]
 
 
@@ -33,15 +40,26 @@ def finish_sae(
     from raysae.checkpoint import save_sae
     from raysae.metrics import evaluate_with_frequency
 
-    metrics, frequency = evaluate_with_frequency(sae, held_out, dense_threshold=config.train.dense_threshold,
-                                                 max_tokens=config.train.eval_tokens)
+    metrics, frequency = evaluate_with_frequency(
+        sae, held_out, dense_threshold=config.train.dense_threshold, max_tokens=config.train.eval_tokens
+    )
     metrics.update(extra_metrics or {})
     tokens = config.train.total_tokens if tokens is None else tokens
     full_record = {"metrics": metrics, "tokens": tokens, "seconds": seconds, **(record or {})}
-    save_sae(sae, storage.join(run_dir(config), "saes", sae_id), config=config, feature_frequency=frequency,
-             record=full_record)
-    return {"sae_id": sae_id, "architecture": sae.architecture, **metrics,
-            "tokens": tokens, "seconds": round(seconds, 1)}
+    save_sae(
+        sae,
+        storage.join(run_dir(config), "saes", sae_id),
+        config=config,
+        feature_frequency=frequency,
+        record=full_record,
+    )
+    return {
+        "sae_id": sae_id,
+        "architecture": sae.architecture,
+        **metrics,
+        "tokens": tokens,
+        "seconds": round(seconds, 1),
+    }
 
 
 def format_results(rows: Iterable[Mapping[str, Any]], columns: Mapping[str, str]) -> str:
@@ -120,5 +138,7 @@ def write_results(rows: Iterable[Mapping[str, Any]], directory: storage.Location
 def read_results(path: storage.Location) -> list[dict[str, Any]]:
     """The rows of a `results.csv`, metrics as floats, empty cells left out."""
     text = storage.read_bytes(path).decode()
-    return [{k: float(v) if k in METRIC_COLUMNS else v for k, v in row.items() if v not in ("", None)}
-            for row in csv.DictReader(io.StringIO(text, newline=""))]
+    return [
+        {k: float(v) if k in METRIC_COLUMNS else v for k, v in row.items() if v not in ("", None)}
+        for row in csv.DictReader(io.StringIO(text, newline=""))
+    ]

@@ -194,8 +194,9 @@ def upload_dir(local: os.PathLike, location: Location) -> None:
     import pyarrow.fs as pafs
 
     fs, path = resolve(location)
-    pafs.copy_files(os.path.abspath(local), path, source_filesystem=pafs.LocalFileSystem(),
-                    destination_filesystem=fs)
+    pafs.copy_files(
+        os.path.abspath(local), path, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs
+    )
 
 
 def download_dir(location: Location, local: os.PathLike) -> Path:
@@ -209,8 +210,9 @@ def download_dir(location: Location, local: os.PathLike) -> Path:
 
     fs, path = resolve(location)
     Path(local).mkdir(parents=True, exist_ok=True)
-    pafs.copy_files(path, os.path.abspath(local), source_filesystem=fs,
-                    destination_filesystem=pafs.LocalFileSystem())
+    pafs.copy_files(
+        path, os.path.abspath(local), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem()
+    )
     return Path(local)
 
 

@@ -43,7 +43,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if cfg.activations.source == "cache":
         generate_caches(cfg)
     write_config(cfg, out)
-    rows = run_training(members, sae_ids(cfg.name, len(members)), storage=storage.join(out, "checkpoints"), trial=TRIAL)
+    rows = run_training(
+        members, sae_ids(cfg.name, len(members)), storage=storage.join(out, "checkpoints"), trial=TRIAL
+    )
     for row, overrides in zip(rows, cfg.train.population or [{}] * len(rows), strict=True):
         row.update({k: v for k, v in overrides.items() if k not in row})
     results = write_results(rows, out)

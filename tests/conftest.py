@@ -16,8 +16,10 @@ import torch
 from raysae.config import SAEConfig, TrainConfig
 from raysae.synthetic import PlantedDictionary
 
-WORDS = ("the king queen speaks to a fool in castle night storm crown sword love death friend "
-         "enemy whispers laughs sleeps dreams of gold and blood under stars while rain falls").split()
+WORDS = (
+    "the king queen speaks to a fool in castle night storm crown sword love death friend "
+    "enemy whispers laughs sleeps dreams of gold and blood under stars while rain falls"
+).split()
 
 
 def write_corpus(root, n_docs: int, seed: int = 0):
@@ -44,8 +46,9 @@ def tokenizer_dir(tmp_path_factory, corpus_dir):
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     trainer = trainers.WordLevelTrainer(special_tokens=["<unk>", "<bos>", "<eos>"])
     tok.train([str(p) for p in sorted(corpus_dir.glob("*.txt"))], trainer)
-    wrapped = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>",
-                                      unk_token="<unk>")
+    wrapped = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", unk_token="<unk>"
+    )
     out = tmp_path_factory.mktemp("tokenizer")
     wrapped.save_pretrained(out)
     return out
@@ -73,9 +76,13 @@ def s3_server():
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
-    os.environ.update(AWS_ENDPOINT_URL=f"http://{host}:{port}", AWS_ACCESS_KEY_ID="raysae-test",
-                      AWS_SECRET_ACCESS_KEY="raysae-test-secret", AWS_DEFAULT_REGION="us-east-1",
-                      AWS_EC2_METADATA_DISABLED="true")
+    os.environ.update(
+        AWS_ENDPOINT_URL=f"http://{host}:{port}",
+        AWS_ACCESS_KEY_ID="raysae-test",
+        AWS_SECRET_ACCESS_KEY="raysae-test-secret",
+        AWS_DEFAULT_REGION="us-east-1",
+        AWS_EC2_METADATA_DISABLED="true",
+    )
     for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
         os.environ.pop(name, None)
     yield os.environ["AWS_ENDPOINT_URL"]
@@ -93,7 +100,11 @@ def new_bucket(s3_server):
     client = boto3.client("s3", endpoint_url=s3_server)
 
     def make(label: str) -> str:
-        name = "raysae-" + re.sub(r"[^a-z0-9-]+", "-", label.lower())[:40].strip("-") + f"-{uuid.uuid4().hex[:8]}"
+        name = (
+            "raysae-"
+            + re.sub(r"[^a-z0-9-]+", "-", label.lower())[:40].strip("-")
+            + f"-{uuid.uuid4().hex[:8]}"
+        )
         client.create_bucket(Bucket=name)
         return f"s3://{name}"
 
@@ -139,22 +150,42 @@ def train_config(tmp_path_factory, tokenizer_dir, ray_local):
     corpus = write_corpus(root / "corpus", 80, seed=1)
 
     def make(name, *overrides):
-        return load_config(None, [
-            f"name={name}", f"output_dir={root / 'runs'}",
-            "model.name=random", f"model.tokenizer={tokenizer_dir}",
-            "model.random.d_model=32", "model.random.n_layers=2", "model.random.n_heads=4",
-            "model.hook_point=blocks.1.hook_resid_post",
-            f"data.path={corpus}", "data.context_size=16",
-            f"activations.cache_dir={root / 'cache'}", "activations.n_tokens=16384",
-            "activations.shard_rows=1024", "activations.model_batch_size=64",
-            "sae.expansion_factor=4", "sae.k=4", "sae.dead_tokens_threshold=4096",
-            "train.total_tokens=8192", "train.batch_size=256", "train.lr=0.003", "train.init_tokens=1024",
-            "train.eval_tokens=2048", "train.ce_contexts=4", "train.log_every_steps=8",
-            "train.checkpoint_every_tokens=2048",
-            "activations.n_contexts=32", "analysis.n_tokens=480", "analysis.cpus_per_actor=0.5",
-            "analysis.batch_contexts=8", "store.database=raysae_test",
-            *overrides,
-        ])
+        return load_config(
+            None,
+            [
+                f"name={name}",
+                f"output_dir={root / 'runs'}",
+                "model.name=random",
+                f"model.tokenizer={tokenizer_dir}",
+                "model.random.d_model=32",
+                "model.random.n_layers=2",
+                "model.random.n_heads=4",
+                "model.hook_point=blocks.1.hook_resid_post",
+                f"data.path={corpus}",
+                "data.context_size=16",
+                f"activations.cache_dir={root / 'cache'}",
+                "activations.n_tokens=16384",
+                "activations.shard_rows=1024",
+                "activations.model_batch_size=64",
+                "sae.expansion_factor=4",
+                "sae.k=4",
+                "sae.dead_tokens_threshold=4096",
+                "train.total_tokens=8192",
+                "train.batch_size=256",
+                "train.lr=0.003",
+                "train.init_tokens=1024",
+                "train.eval_tokens=2048",
+                "train.ce_contexts=4",
+                "train.log_every_steps=8",
+                "train.checkpoint_every_tokens=2048",
+                "activations.n_contexts=32",
+                "analysis.n_tokens=480",
+                "analysis.cpus_per_actor=0.5",
+                "analysis.batch_contexts=8",
+                "store.database=raysae_test",
+                *overrides,
+            ],
+        )
 
     generate_caches(make("cache"))
     return make
@@ -185,15 +216,26 @@ def browsed_run(tmp_path_factory, train_config):
         (corpus / f"doc{i}.txt").write_text(" ".join(rng.choice([*WORDS, HTML_PAYLOAD]) for _ in range(300)))
     tok = Tokenizer(models.WordLevel(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tok.train([str(p) for p in sorted(corpus.glob("*.txt"))],
-              trainers.WordLevelTrainer(special_tokens=["<unk>", "<bos>", "<eos>"]))
+    tok.train(
+        [str(p) for p in sorted(corpus.glob("*.txt"))],
+        trainers.WordLevelTrainer(special_tokens=["<unk>", "<bos>", "<eos>"]),
+    )
     tokenizer = root / "tokenizer"
-    PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>",
-                            unk_token="<unk>").save_pretrained(tokenizer)
+    PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", unk_token="<unk>"
+    ).save_pretrained(tokenizer)
 
-    cfg = train_config("browse", f"data.path={corpus}", f"model.tokenizer={tokenizer}",
-                       "activations.n_contexts=40", "analysis.n_tokens=600", "analysis.num_actors=1",
-                       "analysis.top_examples=4", "analysis.band_examples=2", "analysis.logit_tokens=5")
+    cfg = train_config(
+        "browse",
+        f"data.path={corpus}",
+        f"model.tokenizer={tokenizer}",
+        "activations.n_contexts=40",
+        "analysis.n_tokens=600",
+        "analysis.num_actors=1",
+        "analysis.top_examples=4",
+        "analysis.band_examples=2",
+        "analysis.logit_tokens=5",
+    )
     rows = []
     for trial, (architecture, fvu, l0) in enumerate([("topk", 0.5, 4.0), ("standard", 0.3, 9.0)]):
         torch.manual_seed(trial)
@@ -230,6 +272,10 @@ def offline_assets():
     from pathlib import Path
 
     root = Path(__file__).parents[1]
-    subprocess.run([sys.executable, "scripts/prepare_assets.py", "--only", "smollm2", "--only", "shakespeare"],
-                   cwd=root, check=True, timeout=900)
+    subprocess.run(
+        [sys.executable, "scripts/prepare_assets.py", "--only", "smollm2", "--only", "shakespeare"],
+        cwd=root,
+        check=True,
+        timeout=900,
+    )
     return root / "assets"

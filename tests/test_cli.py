@@ -51,7 +51,11 @@ def test_train_command_rejects_bad_input_in_one_paragraph():
     import subprocess
     import sys
 
-    done = subprocess.run([sys.executable, "-m", "raysae.train", "--set", "train.population=[{train.batch_size: 8}]"],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "raysae.train", "--set", "train.population=[{train.batch_size: 8}]"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert done.stderr.startswith("error: train.population[0].train.batch_size: not a per-SAE setting")

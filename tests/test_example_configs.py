@@ -16,15 +16,26 @@ from raysae.config import load_config
 
 ROOT = Path(__file__).parents[1]
 LM = ROOT / "examples" / "lm_saes"
-TINY = ["activations.n_tokens=4096", "activations.shard_rows=1024", "activations.n_contexts=12",
-        "activations.num_actors=1", "train.total_tokens=3072", "train.batch_size=512", "train.eval_tokens=1024",
-        "train.log_every_steps=2", "train.ce_contexts=0", "analysis.n_tokens=1270", "analysis.num_actors=1", "analysis.top_examples=4"]
+TINY = [
+    "activations.n_tokens=4096",
+    "activations.shard_rows=1024",
+    "activations.n_contexts=12",
+    "activations.num_actors=1",
+    "train.total_tokens=3072",
+    "train.batch_size=512",
+    "train.eval_tokens=1024",
+    "train.log_every_steps=2",
+    "train.ce_contexts=0",
+    "analysis.n_tokens=1270",
+    "analysis.num_actors=1",
+    "analysis.top_examples=4",
+]
 
 
 def command_of(example: Path) -> list[str]:
     """The `python -m raysae.<cmd> examples/...` line the example's header documents."""
     line = next(t for t in example.read_text().splitlines() if t.startswith("#   python -m raysae."))
-    return line[len("#   python "):].split()
+    return line[len("#   python ") :].split()
 
 
 @pytest.fixture(scope="module")
@@ -37,10 +48,15 @@ def run(offline_assets, tmp_path_factory):
         args = command_of(example)
         assert args[2] == f"examples/lm_saes/{name}.yaml"
         if "--sae" in args:  # the documented SAE directory, moved to this test's run folder
-            args = args[:args.index("--sae")]
+            args = args[: args.index("--sae")]
         args += list(extra)
-        done = subprocess.run([sys.executable, *args, *[a for o in overrides for a in ("--set", o)]], cwd=ROOT,
-                              capture_output=True, text=True, timeout=900)
+        done = subprocess.run(
+            [sys.executable, *args, *[a for o in overrides for a in ("--set", o)]],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
         assert done.returncode == 0, done.stderr[-4000:]
         cfg = load_config(example, overrides)
         return cfg, Path(cfg.output_dir) / cfg.name
@@ -95,14 +111,18 @@ def test_train_on_the_fly(run, architecture):
     before = {p.name: read_manifest(p) for p in caches.iterdir()} if caches.exists() else {}
     cfg, out = run(f"train_{architecture}_live")
     assert cfg.activations.source == "live"
-    assert ({p.name: read_manifest(p) for p in caches.iterdir()} if caches.exists() else {}) == before  # no cache
+    assert (
+        {p.name: read_manifest(p) for p in caches.iterdir()} if caches.exists() else {}
+    ) == before  # no cache
     (row,) = results(out)
     assert row["architecture"] == architecture
     record = json.loads((out / "saes" / row["sae_id"] / "raysae.json").read_text())
     assert record["tokens"] >= 3072 and math.isfinite(record["metrics"]["l0"])
 
 
-@pytest.mark.parametrize("example", sorted((ROOT / "examples" / "pretrained").glob("*.yaml")), ids=lambda p: p.stem)
+@pytest.mark.parametrize(
+    "example", sorted((ROOT / "examples" / "pretrained").glob("*.yaml")), ids=lambda p: p.stem
+)
 def test_pretrained_configs_load(example):
     cfg = load_config(example)
     assert cfg.model.name in ("gpt2", "EleutherAI/pythia-160m-deduped")

@@ -15,7 +15,9 @@ ROOT = Path(__file__).parents[1]
 
 def run_example(script: str, *overrides: str):
     args = [a for o in overrides for a in ("--set", o)]
-    run = subprocess.run([sys.executable, script, *args], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    run = subprocess.run(
+        [sys.executable, script, *args], cwd=ROOT, capture_output=True, text=True, timeout=900
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     return run
 
@@ -32,8 +34,12 @@ def check_run_dir(out: Path, architectures: list[str]) -> list[dict]:
 
 
 def test_planted_dictionary_example(tmp_path):
-    run_example("examples/planted_dictionary.py", f"output_dir={tmp_path}", "train.total_tokens=30000",
-                "train.eval_tokens=8192")
+    run_example(
+        "examples/planted_dictionary.py",
+        f"output_dir={tmp_path}",
+        "train.total_tokens=30000",
+        "train.eval_tokens=8192",
+    )
     assert "k: 8" in (tmp_path / "planted" / "config.yaml").read_text()
     check_run_dir(tmp_path / "planted", ["topk", "batchtopk", "jumprelu", "standard"])
 
@@ -42,8 +48,12 @@ def test_planted_dictionary_example(tmp_path):
 def test_quickstart_small(tmp_path):
     """The README's quickstart on SmolLM2 + Shakespeare, with a tiny token budget."""
     run = run_example(
-        "examples/quickstart.py", f"output_dir={tmp_path / 'runs'}", f"activations.cache_dir={tmp_path / 'cache'}",
-        "activations.n_tokens=8192", "activations.shard_rows=2048", "train.total_tokens=6144",
+        "examples/quickstart.py",
+        f"output_dir={tmp_path / 'runs'}",
+        f"activations.cache_dir={tmp_path / 'cache'}",
+        "activations.n_tokens=8192",
+        "activations.shard_rows=2048",
+        "train.total_tokens=6144",
         "train.batch_size=1024",
     )
     assert "run directory" in run.stdout

@@ -55,8 +55,10 @@ def test_folders_round_trip(folder, tmp_path):
 
 
 def test_join_keeps_scheme_bucket_and_query():
-    assert storage.join("s3://bucket/runs?region=eu-west-1", "q", "config.yaml") == \
-        "s3://bucket/runs/q/config.yaml?region=eu-west-1"
+    assert (
+        storage.join("s3://bucket/runs?region=eu-west-1", "q", "config.yaml")
+        == "s3://bucket/runs/q/config.yaml?region=eu-west-1"
+    )
     assert storage.join("s3://bucket", "cache") == "s3://bucket/cache"
     assert storage.join("runs", "q") == "runs/q" and not storage.is_remote("runs/q")
     assert storage.is_remote("gs://b/x")

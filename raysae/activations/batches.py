@@ -16,8 +16,9 @@ import torch
 from raysae.activations.generation import from_storage
 
 
-def iter_activation_batches(ds, batch_size: int, *, dtype: str = "float32", drop_last: bool = False,
-                            prefetch_blocks: int = 2) -> Iterator[torch.Tensor]:
+def iter_activation_batches(
+    ds, batch_size: int, *, dtype: str = "float32", drop_last: bool = False, prefetch_blocks: int = 2
+) -> Iterator[torch.Tensor]:
     """`[batch_size, d_model]` tensors from a Ray Dataset or a Ray Train dataset shard
     (`DataIterator`) with an `acts` column; `prefetch_blocks` are read ahead.
     """

@@ -28,8 +28,18 @@ log = logging.getLogger("raysae.cache")
 class CacheBuilder:
     """Fills one cache directory from batches of per-context activations."""
 
-    def __init__(self, directory: storage.Location, manifest: dict[str, Any], *, column: str, n_contexts: int,
-                 n_rows: int, shard_rows: int, buffer_shards: int, seed: int):
+    def __init__(
+        self,
+        directory: storage.Location,
+        manifest: dict[str, Any],
+        *,
+        column: str,
+        n_contexts: int,
+        n_rows: int,
+        shard_rows: int,
+        buffer_shards: int,
+        seed: int,
+    ):
         self.dir = str(directory)
         self.column = column
         self.n_contexts = n_contexts
@@ -105,11 +115,13 @@ class CacheBuilder:
             for start in range(0, len(rows), self.shard_rows):
                 self._write_shard({"acts": tensor_column(rows[start : start + self.shard_rows])})
         else:
-            self._write_shard({
-                "context_id": pa.array(np.concatenate(self._buffer_ids)),
-                "tokens": tensor_column(np.concatenate(self._buffer_tokens)),
-                "acts": tensor_column(np.concatenate(self._buffer)),
-            })
+            self._write_shard(
+                {
+                    "context_id": pa.array(np.concatenate(self._buffer_ids)),
+                    "tokens": tensor_column(np.concatenate(self._buffer_tokens)),
+                    "acts": tensor_column(np.concatenate(self._buffer)),
+                }
+            )
         self.manifest["contexts_done"] += self._buffered_contexts
         self._buffer, self._buffer_ids, self._buffer_tokens = [], [], []
         self._buffered_rows = self._buffered_contexts = 0
@@ -128,16 +140,30 @@ class CacheBuilder:
 
     def _report(self) -> None:
         done, total = self.manifest["contexts_done"], self.n_contexts
-        rate = (self.manifest["n_tokens"] - self._rows_at_start) / max(time.perf_counter() - self._started, 1e-9)
-        log.info("cache %s: %d/%d contexts (%.0f%%), %d shards, %.0f tokens/s",
-                 self.manifest["key"], done, total, 100 * done / total, len(self.manifest["shards"]), rate)
+        rate = (self.manifest["n_tokens"] - self._rows_at_start) / max(
+            time.perf_counter() - self._started, 1e-9
+        )
+        log.info(
+            "cache %s: %d/%d contexts (%.0f%%), %d shards, %.0f tokens/s",
+            self.manifest["key"],
+            done,
+            total,
+            100 * done / total,
+            len(self.manifest["shards"]),
+            rate,
+        )
 
     def finish(self) -> None:
         self.flush()
         if self.contexts_done < self.n_contexts:
-            raise CacheError(f"{self.dir}: generation stopped at context {self.contexts_done} of {self.n_contexts}")
+            raise CacheError(
+                f"{self.dir}: generation stopped at context {self.contexts_done} of {self.n_contexts}"
+            )
         self.manifest["complete"] = True
         write_manifest(self.dir, self.manifest)
-        log.info("cache %s complete: %d rows in %d shards", self.manifest["key"],
-                 self.manifest["n_tokens"] if self.layout == "tokens" else self.contexts_done,
-                 len(self.manifest["shards"]))
+        log.info(
+            "cache %s complete: %d rows in %d shards",
+            self.manifest["key"],
+            self.manifest["n_tokens"] if self.layout == "tokens" else self.contexts_done,
+            len(self.manifest["shards"]),
+        )

@@ -66,8 +66,14 @@ def _boot_random(cfg: ModelConfig, tokenizer):
     if r.d_model % r.n_heads:
         raise ConfigError([("model.random.n_heads", f"must divide d_model={r.d_model}")])
     bridge_cfg = TransformerBridgeConfig(
-        d_model=r.d_model, d_head=r.d_model // r.n_heads, n_layers=r.n_layers, n_ctx=r.n_ctx,
-        n_heads=r.n_heads, d_vocab=d_vocab, act_fn="gelu", seed=r.seed,
+        d_model=r.d_model,
+        d_head=r.d_model // r.n_heads,
+        n_layers=r.n_layers,
+        n_ctx=r.n_ctx,
+        n_heads=r.n_heads,
+        d_vocab=d_vocab,
+        act_fn="gelu",
+        seed=r.seed,
     )
     return TransformerBridge.boot_native(bridge_cfg, tokenizer=tokenizer)
 

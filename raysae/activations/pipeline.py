@@ -50,11 +50,20 @@ def generate_caches(cfg: RaysaeConfig) -> dict[tuple[str, str], str]:
         for i, hook in enumerate(hooks):
             directory = cache_dir(cfg, hook, layout)
             dirs[(hook, layout)] = directory
-            builders.append(CacheBuilder(
-                directory, new_manifest(cfg, hook, layout), column=f"acts_{i}", n_contexts=n_contexts,
-                n_rows=a.n_tokens, shard_rows=a.shard_rows if layout == "tokens" else
-                max(1, a.shard_rows // cfg.data.context_size), buffer_shards=a.shuffle_buffer_shards, seed=a.seed,
-            ))
+            builders.append(
+                CacheBuilder(
+                    directory,
+                    new_manifest(cfg, hook, layout),
+                    column=f"acts_{i}",
+                    n_contexts=n_contexts,
+                    n_rows=a.n_tokens,
+                    shard_rows=a.shard_rows
+                    if layout == "tokens"
+                    else max(1, a.shard_rows // cfg.data.context_size),
+                    buffer_shards=a.shuffle_buffer_shards,
+                    seed=a.seed,
+                )
+            )
         todo = [b for b in builders if not b.complete]
         if not todo:
             log.info("%s caches complete, reusing: %s", layout, ", ".join(b.dir for b in builders))
@@ -84,11 +93,12 @@ def live_dataset(cfg: RaysaeConfig, contexts: range | None = None):
     whole_budget = contexts is None
     if whole_budget:
         contexts = range(contexts_needed(cfg, "tokens"))
-    tokens = pack_contexts(cfg.data, tokenizer_for(cfg), contexts.stop)[contexts.start:]
+    tokens = pack_contexts(cfg.data, tokenizer_for(cfg), contexts.stop)[contexts.start :]
     skip = rows_per_context(cfg.data) < cfg.data.context_size
     ds = generation_dataset(cfg, tokens, contexts.start, [cfg.model.hook_point])
-    ds = ds.map_batches(lambda b: {"acts": token_rows(b["acts_0"], skip)}, batch_size=None,
-                        batch_format="numpy")
+    ds = ds.map_batches(
+        lambda b: {"acts": token_rows(b["acts_0"], skip)}, batch_size=None, batch_format="numpy"
+    )
     return ds.limit(cfg.activations.n_tokens) if whole_budget else ds
 
 

@@ -39,7 +39,9 @@ def iter_documents(cfg: DataConfig) -> Iterator[str]:
         files = _local_files(local)
         builders = {BUILDERS.get(f.suffix) for f in files}
         if not files or None in builders or len(builders) != 1:
-            raise ConfigError([("data.path", f"{cfg.path}: expected .txt, .json(l) or .parquet files of one kind")])
+            raise ConfigError(
+                [("data.path", f"{cfg.path}: expected .txt, .json(l) or .parquet files of one kind")]
+            )
         builder = builders.pop()
         extra = {"sample_by": "document"} if builder == "text" else {}
         ds = datasets.load_dataset(builder, data_files=[str(f) for f in files], split="train", **extra)
@@ -53,7 +55,9 @@ def iter_documents(cfg: DataConfig) -> Iterator[str]:
     column = "text" if local.exists() and local.suffix == ".txt" else cfg.text_column
     names = ds.column_names or []
     if names and column not in names:
-        raise ConfigError([("data.text_column", f"{column!r} is not a column of {cfg.path} (columns: {names})")])
+        raise ConfigError(
+            [("data.text_column", f"{column!r} is not a column of {cfg.path} (columns: {names})")]
+        )
     for row in ds:
         yield row[column]
 

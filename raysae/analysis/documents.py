@@ -47,9 +47,18 @@ class FeatureDocuments:
     `logits` = (top ids, top values, bottom ids, bottom values).
     """
 
-    def __init__(self, sae_id: str, totals: Totals, histogram: np.ndarray, edges: np.ndarray,
-                 examples: Examples, windows: tuple[np.ndarray, np.ndarray, np.ndarray],
-                 logits: tuple[np.ndarray, ...], text: Callable[[int], str], bands: list[list[float]]):
+    def __init__(
+        self,
+        sae_id: str,
+        totals: Totals,
+        histogram: np.ndarray,
+        edges: np.ndarray,
+        examples: Examples,
+        windows: tuple[np.ndarray, np.ndarray, np.ndarray],
+        logits: tuple[np.ndarray, ...],
+        text: Callable[[int], str],
+        bands: list[list[float]],
+    ):
         self.sae_id, self.totals, self.histogram, self.edges = sae_id, totals, histogram, edges
         self.examples, self.windows, self.logits, self.text = examples, windows, logits, text
         self.frequency, self.mean = totals.frequency, totals.mean
@@ -95,7 +104,11 @@ class FeatureDocuments:
             "rank_max": int(self.rank_max[i]),
             "histogram": {"edges": self.edges[i].tolist(), "counts": self.histogram[i].tolist()},
             "top_examples": top,
-            "band_examples": [{"band": label, "examples": ex} for label, ex in zip(self.labels, banded, strict=True)],
-            "logits": {"top": self._tokens(top_ids[i], top_vals[i]),
-                       "bottom": self._tokens(bottom_ids[i], bottom_vals[i])},
+            "band_examples": [
+                {"band": label, "examples": ex} for label, ex in zip(self.labels, banded, strict=True)
+            ],
+            "logits": {
+                "top": self._tokens(top_ids[i], top_vals[i]),
+                "bottom": self._tokens(bottom_ids[i], bottom_vals[i]),
+            },
         }

@@ -89,5 +89,8 @@ def encode_contexts(sae: SparseAutoencoder, acts: torch.Tensor, keep: torch.Tens
 def keep_mask(tokens: np.ndarray, excluded_ids: list[int]) -> np.ndarray:
     """[contexts, seq] bool: positions whose token is not BOS or padding."""
     tokens = np.asarray(tokens)
-    return ~np.isin(tokens, np.asarray(excluded_ids, dtype=tokens.dtype)) if excluded_ids else \
-        np.ones(tokens.shape, dtype=bool)
+    return (
+        ~np.isin(tokens, np.asarray(excluded_ids, dtype=tokens.dtype))
+        if excluded_ids
+        else np.ones(tokens.shape, dtype=bool)
+    )

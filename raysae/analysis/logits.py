@@ -47,7 +47,7 @@ def decoder_logits(W_dec: Tensor, unembed: Unembedding, k: int, *, chunk: int = 
     k = min(k, unembed.W_U.shape[1])
     outs = [[], [], [], []]
     for start in range(0, W_dec.shape[0], chunk):
-        rows = W_dec[start:start + chunk]
+        rows = W_dec[start : start + chunk]
         if unembed.centre:
             rows = rows - rows.mean(-1, keepdim=True)
         if unembed.norm_weight is not None:

@@ -60,8 +60,12 @@ class SAEEncoder:
         acts = from_storage(np.asarray(batch[self.column]), self.dtype).to(self.device)
         keep = torch.as_tensor(keep_mask(tokens, self.excluded), device=self.device)
         encoded = [encode_contexts(sae, acts, keep) for sae in self.saes]
-        part = {"context_id": np.asarray(batch["context_id"]), "tokens": tokens, "encoded": encoded,
-                "actor": os.getpid()}
+        part = {
+            "context_id": np.asarray(batch["context_id"]),
+            "tokens": tokens,
+            "encoded": encoded,
+            "actor": os.getpid(),
+        }
         return {"part": np.array([pickle.dumps(part, protocol=5)], dtype=object)}
 
 
@@ -71,7 +75,7 @@ def sae_id_of(directory: storage.Location) -> str:
     if "saes" in parts:
         i = len(parts) - 1 - parts[::-1].index("saes")
         if i < len(parts) - 1:
-            return "/".join(parts[i + 1:])
+            return "/".join(parts[i + 1 :])
     return parts[-1]
 
 
@@ -80,8 +84,16 @@ def analysis_config(cfg: RaysaeConfig, record: dict[str, Any]) -> RaysaeConfig:
     base = RaysaeConfig.model_validate(record["config"]) if "config" in record else cfg
     model = base.model.model_copy(update={"extra_hook_points": []})
     activations = cfg.activations.model_copy(update={"layouts": ["contexts"]})
-    return base.model_copy(update={"model": model, "activations": activations, "analysis": cfg.analysis,
-                                   "store": cfg.store, "name": cfg.name, "output_dir": cfg.output_dir})
+    return base.model_copy(
+        update={
+            "model": model,
+            "activations": activations,
+            "analysis": cfg.analysis,
+            "store": cfg.store,
+            "name": cfg.name,
+            "output_dir": cfg.output_dir,
+        }
+    )
 
 
 def excluded_token_ids(tokenizer) -> list[int]:
@@ -107,15 +119,25 @@ def source_dataset(cfg: RaysaeConfig, tokenizer):
     wanted = contexts_to_analyse(cfg)
     if cfg.activations.source == "live":
         tokens = pack_contexts(cfg.data, tokenizer, wanted)
-        return generation_dataset(cfg, tokens, 0, [cfg.model.hook_point]), "acts_0", cfg.activations.dtype, wanted
+        return (
+            generation_dataset(cfg, tokens, 0, [cfg.model.hook_point]),
+            "acts_0",
+            cfg.activations.dtype,
+            wanted,
+        )
     generate_caches(cfg)
     directory = cache_dir(cfg, cfg.model.hook_point, "contexts")
     manifest = verify_cache(directory)
     n = min(wanted, manifest["contexts_done"])
     if n < wanted:
-        log.warning("the contexts cache %s holds %d contexts, fewer than the %d that analysis.n_tokens=%d asks "
-                    "for; analysing all of them (raise activations.n_contexts for more)",
-                    directory, n, wanted, cfg.analysis.n_tokens)
+        log.warning(
+            "the contexts cache %s holds %d contexts, fewer than the %d that analysis.n_tokens=%d asks "
+            "for; analysing all of them (raise activations.n_contexts for more)",
+            directory,
+            n,
+            wanted,
+            cfg.analysis.n_tokens,
+        )
     rows = np.cumsum([s["rows"] for s in manifest["shards"]])
     paths = shard_paths(directory, manifest)[: int(np.searchsorted(rows, n)) + 1]
     ds = read_shard_sequence(paths, columns=["context_id", "tokens", "acts"]).limit(n)
@@ -145,8 +167,9 @@ def _parts(encoded_ds):
             yield pickle.loads(blob)
 
 
-def analyse_group(cfg: RaysaeConfig, sae_dirs: list[str], records: list[dict], store, *,
-                  on_batch=None) -> list[dict[str, Any]]:
+def analyse_group(
+    cfg: RaysaeConfig, sae_dirs: list[str], records: list[dict], store, *, on_batch=None
+) -> list[dict[str, Any]]:
     """Analyse SAEs that read the same activations in one pass; write their documents."""
     import ray
 
@@ -163,13 +186,26 @@ def analyse_group(cfg: RaysaeConfig, sae_dirs: list[str], records: list[dict], s
     source.context.wait_for_min_actors_s = ACTOR_START_TIMEOUT_S
     encoded = source.map_batches(
         SAEEncoder,
-        fn_constructor_kwargs={"sae_dirs": [str(d) for d in sae_dirs], "column": column, "dtype": dtype,
-                               "excluded_ids": excluded_token_ids(tokenizer), "threads": round(a.cpus_per_actor)},
-        batch_size=a.batch_contexts, batch_format="numpy", zero_copy_batch=True,
+        fn_constructor_kwargs={
+            "sae_dirs": [str(d) for d in sae_dirs],
+            "column": column,
+            "dtype": dtype,
+            "excluded_ids": excluded_token_ids(tokenizer),
+            "threads": round(a.cpus_per_actor),
+        },
+        batch_size=a.batch_contexts,
+        batch_format="numpy",
+        zero_copy_batch=True,
         compute=ray.data.ActorPoolStrategy(size=a.num_actors),
-        num_cpus=a.cpus_per_actor, num_gpus=a.num_gpus_per_actor,
+        num_cpus=a.cpus_per_actor,
+        num_gpus=a.num_gpus_per_actor,
     ).materialize()
-    log.info("encoded %d contexts with %d SAE(s) in %.1f s", n_contexts, len(sae_dirs), time.perf_counter() - started)
+    log.info(
+        "encoded %d contexts with %d SAE(s) in %.1f s",
+        n_contexts,
+        len(sae_dirs),
+        time.perf_counter() - started,
+    )
 
     saes = [load_sae(d) for d in sae_dirs]
     totals = [Totals(s.d_sae) for s in saes]
@@ -183,17 +219,34 @@ def analyse_group(cfg: RaysaeConfig, sae_dirs: list[str], records: list[dict], s
             p.add(enc, part["context_id"])
     context_ids = np.concatenate(context_ids)
     edges = [histogram_edges(t.max, a.histogram_bins) for t in totals]
-    examples = [select_examples(p.arrays(), t.max, context_ids, n_top=a.top_examples, bands=a.bands,
-                                per_band=a.band_examples) for t, p in zip(totals, peaks, strict=True)]
+    examples = [
+        select_examples(
+            p.arrays(), t.max, context_ids, n_top=a.top_examples, bands=a.bands, per_band=a.band_examples
+        )
+        for t, p in zip(totals, peaks, strict=True)
+    ]
     hist = [np.zeros((s.d_sae, a.histogram_bins), np.int64) for s in saes]
     width = a.window_before + a.window_after + 1
-    windows = [(np.zeros(len(e.feat), np.int64), np.full((len(e.feat), width), -1, np.int64),
-                np.full((len(e.feat), width), np.nan, np.float32)) for e in examples]
+    windows = [
+        (
+            np.zeros(len(e.feat), np.int64),
+            np.full((len(e.feat), width), -1, np.int64),
+            np.full((len(e.feat), width), np.nan, np.float32),
+        )
+        for e in examples
+    ]
     for part in _parts(encoded):
         for i, enc in enumerate(part["encoded"]):
             hist[i] += histogram_counts(enc, edges[i])
-            which, start, tok, acts = example_windows(enc, part["context_id"], part["tokens"], saes[i].d_sae,
-                                                      examples[i], a.window_before, a.window_after)
+            which, start, tok, acts = example_windows(
+                enc,
+                part["context_id"],
+                part["tokens"],
+                saes[i].d_sae,
+                examples[i],
+                a.window_before,
+                a.window_after,
+            )
             windows[i][0][which], windows[i][1][which], windows[i][2][which] = start, tok, acts
     del encoded
     seconds_stats = time.perf_counter() - started
@@ -208,25 +261,47 @@ def analyse_group(cfg: RaysaeConfig, sae_dirs: list[str], records: list[dict], s
     summaries = []
     for i, (d, record, sae) in enumerate(zip(sae_dirs, records, saes, strict=True)):
         sae_id = sae_id_of(d)
-        logits = decoder_logits(sae.W_dec, unembed, a.logit_tokens) if unembed is not None else \
-            tuple(np.zeros((sae.d_sae, 0)) for _ in range(4))
+        logits = (
+            decoder_logits(sae.W_dec, unembed, a.logit_tokens)
+            if unembed is not None
+            else tuple(np.zeros((sae.d_sae, 0)) for _ in range(4))
+        )
         doc = sae_document(cfg, d, record, sae, sae_id, totals[i], n_contexts)
         store.put_sae(doc)
         t0 = time.perf_counter()
-        docs = FeatureDocuments(sae_id, totals[i], hist[i], edges[i], examples[i], windows[i], logits, text, a.bands)
+        docs = FeatureDocuments(
+            sae_id, totals[i], hist[i], edges[i], examples[i], windows[i], logits, text, a.bands
+        )
         n = store.write_features(sae_id, docs, sae.d_sae, on_batch=on_batch)
         write_s = time.perf_counter() - t0
         finished = datetime.datetime.now(datetime.UTC)
-        store.set_sae_fields(sae_id, {"analysis.finished_at": finished, "analysis.write_seconds": round(write_s, 2)})
+        store.set_sae_fields(
+            sae_id, {"analysis.finished_at": finished, "analysis.write_seconds": round(write_s, 2)}
+        )
         log.info("%s: %d feature documents in %.1f s (%.0f/s)", sae_id, n, write_s, n / max(write_s, 1e-9))
-        summaries.append({"sae_id": sae_id, "features": n, "n_tokens": totals[i].n_tokens,
-                          "alive": int((totals[i].count > 0).sum()), "write_seconds": write_s,
-                          "stats_seconds": seconds_stats, "actors": len(actors)})
+        summaries.append(
+            {
+                "sae_id": sae_id,
+                "features": n,
+                "n_tokens": totals[i].n_tokens,
+                "alive": int((totals[i].count > 0).sum()),
+                "write_seconds": write_s,
+                "stats_seconds": seconds_stats,
+                "actors": len(actors),
+            }
+        )
     return summaries
 
 
-def sae_document(cfg: RaysaeConfig, directory: storage.Location, record: dict, sae, sae_id: str,
-                 totals: Totals, n_contexts: int) -> dict[str, Any]:
+def sae_document(
+    cfg: RaysaeConfig,
+    directory: storage.Location,
+    record: dict,
+    sae,
+    sae_id: str,
+    totals: Totals,
+    n_contexts: int,
+) -> dict[str, Any]:
     run = storage.parent(directory, len(sae_id.split("/")) + 1)
     trained = record.get("config", {})
     return {
@@ -243,9 +318,14 @@ def sae_document(cfg: RaysaeConfig, directory: storage.Location, record: dict, s
         "tokens": record.get("tokens"),
         "checkpoint": storage.absolute(directory),
         "run_dir": run,
-        "analysis": {"n_tokens": totals.n_tokens, "n_contexts": n_contexts, "source": cfg.activations.source,
-                     "alive": int((totals.count > 0).sum()), "finished_at": None,
-                     "density": log_density(totals.count, totals.n_tokens)},
+        "analysis": {
+            "n_tokens": totals.n_tokens,
+            "n_contexts": n_contexts,
+            "source": cfg.activations.source,
+            "alive": int((totals.count > 0).sum()),
+            "finished_at": None,
+            "density": log_density(totals.count, totals.n_tokens),
+        },
     }
 
 

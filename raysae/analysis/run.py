@@ -28,8 +28,13 @@ def select_saes(rows: Sequence[Mapping[str, Any]], cfg: RaysaeConfig) -> list[st
     return [points[i]["sae_id"] for i in front]
 
 
-def analyse(cfg: RaysaeConfig, sae_dirs: Sequence[storage.Location], *,
-            store_dir: storage.Location | None = None, on_batch=None) -> list[dict[str, Any]]:
+def analyse(
+    cfg: RaysaeConfig,
+    sae_dirs: Sequence[storage.Location],
+    *,
+    store_dir: storage.Location | None = None,
+    on_batch=None,
+) -> list[dict[str, Any]]:
     """Analyse the SAEs in `sae_dirs` into the configured store (embedded under
     `<run dir>/store` when none is configured); SAEs on the same activations share a pass."""
     from raysae.activations.cache import key_inputs
@@ -45,8 +50,9 @@ def analyse(cfg: RaysaeConfig, sae_dirs: Sequence[storage.Location], *,
             raise FileNotFoundError(f"{d}: not an SAE checkpoint directory (no {CFG_FILE})")
         record = read_record(d)
         acfg = analysis_config(cfg, record)
-        key = json.dumps([acfg.activations.source, key_inputs(acfg, acfg.model.hook_point, "contexts")],
-                         sort_keys=True)
+        key = json.dumps(
+            [acfg.activations.source, key_inputs(acfg, acfg.model.hook_point, "contexts")], sort_keys=True
+        )
         groups.setdefault(key, (acfg, [], []))
         groups[key][1].append(d)
         groups[key][2].append(record)

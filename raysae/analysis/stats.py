@@ -70,7 +70,12 @@ class Peaks:
     def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(context ids, features, peak values, peak positions)."""
         if not self._parts:
-            return (np.zeros(0, np.int64), np.zeros(0, np.int32), np.zeros(0, np.float32), np.zeros(0, np.int32))
+            return (
+                np.zeros(0, np.int64),
+                np.zeros(0, np.int32),
+                np.zeros(0, np.float32),
+                np.zeros(0, np.int32),
+            )
         return tuple(np.concatenate(col) for col in zip(*self._parts, strict=True))
 
 
@@ -93,8 +98,15 @@ def _first_per_group(keys: np.ndarray, limit: int) -> np.ndarray:
     return (np.arange(len(keys)) - starts) < limit
 
 
-def select_examples(peaks: tuple[np.ndarray, ...], fmax: np.ndarray, context_ids: np.ndarray, *,
-                    n_top: int, bands: list[list[float]], per_band: int) -> Examples:
+def select_examples(
+    peaks: tuple[np.ndarray, ...],
+    fmax: np.ndarray,
+    context_ids: np.ndarray,
+    *,
+    n_top: int,
+    bands: list[list[float]],
+    per_band: int,
+) -> Examples:
     """Top contexts by peak, `per_band` sampled contexts per band of the max, and
     `per_band` contexts where the feature never fires."""
     ctx, feat, val, pos = peaks
@@ -113,7 +125,9 @@ def select_examples(peaks: tuple[np.ndarray, ...], fmax: np.ndarray, context_ids
             order = idx[np.lexsort((ctx[idx], prio[idx], feat[idx]))]
             keep = order[_first_per_group(feat[order], per_band)]
             parts.append((feat[keep], np.full(len(keep), b), ctx[keep], val[keep], pos[keep]))
-        parts.append(_non_activating(ctx, feat, len(fmax), np.asarray(context_ids, np.int64), per_band, len(bands)))
+        parts.append(
+            _non_activating(ctx, feat, len(fmax), np.asarray(context_ids, np.int64), per_band, len(bands))
+        )
 
     cols = [np.concatenate(c) for c in zip(*parts, strict=True)]
     order = np.lexsort((np.arange(len(cols[0])), cols[1], cols[0]))  # by feature, then group, stable
@@ -130,7 +144,7 @@ def _non_activating(ctx, feat, d_sae: int, context_ids: np.ndarray, k: int, grou
     offsets = (example_priority(np.arange(d_sae), 1) % np.uint64(max(n, 1))).astype(np.int64)
     feats, ctxs = [], []
     for f in range(d_sae):
-        active = ctx[by_feat[starts[f]:starts[f + 1]]]
+        active = ctx[by_feat[starts[f] : starts[f + 1]]]
         if len(active) >= n:
             continue
         cand = ranked[(offsets[f] + np.arange(min(n, k + len(active)))) % n]
@@ -174,8 +188,15 @@ def histogram_counts(batch: EncodedBatch, edges: np.ndarray) -> np.ndarray:
     return np.bincount(f * bins + b, minlength=d_sae * bins).reshape(d_sae, bins)
 
 
-def example_windows(batch: EncodedBatch, context_ids: np.ndarray, tokens: np.ndarray, d_sae: int,
-                    examples: Examples, before: int, after: int):
+def example_windows(
+    batch: EncodedBatch,
+    context_ids: np.ndarray,
+    tokens: np.ndarray,
+    d_sae: int,
+    examples: Examples,
+    before: int,
+    after: int,
+):
     """Windows of the `examples` whose context is in this batch: (their indices in
     `examples`, start position, token ids [n, W], activations [n, W]); -1 / nan pad."""
     ctx_ids = np.asarray(context_ids, dtype=np.int64)

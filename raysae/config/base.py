@@ -63,15 +63,18 @@ def shared_storage(value: str) -> str:
     if scheme in ("file", "local"):
         parts = urlsplit(value)
         if parts.netloc not in ("", "localhost"):
-            raise ValueError(f"{value!r}: a file:// URI names a local path (file:///abs/path), not host "
-                             f"{parts.netloc!r}")
+            raise ValueError(
+                f"{value!r}: a file:// URI names a local path (file:///abs/path), not host {parts.netloc!r}"
+            )
         path = unquote(parts.path)
         if not PurePosixPath(path).is_absolute():
             raise ValueError(f"{value!r}: a file:// URI needs an absolute path (file:///abs/path)")
         return path
     if scheme not in REMOTE_SCHEMES:
-        raise ValueError(f"{scheme}:// is not a storage scheme raysae can use; use a path, file://, or one of "
-                         + ", ".join(f"{s}://" for s in REMOTE_SCHEMES))
+        raise ValueError(
+            f"{scheme}:// is not a storage scheme raysae can use; use a path, file://, or one of "
+            + ", ".join(f"{s}://" for s in REMOTE_SCHEMES)
+        )
     if not urlsplit(value).netloc:
         raise ValueError(f"{value!r}: a {scheme}:// URI needs a bucket or host ({scheme}://bucket/prefix)")
     return value

@@ -16,11 +16,18 @@ from raysae.config.base import ConfigError
 from raysae.config.root import RaysaeConfig, cross_field_problems
 
 _TYPE_NAMES = {
-    "int_type": "int", "int_parsing": "int", "int_from_float": "int",
-    "float_type": "float", "float_parsing": "float",
-    "bool_type": "bool", "bool_parsing": "bool",
-    "string_type": "str", "list_type": "a list",
-    "dict_type": "a mapping", "model_type": "a mapping", "model_attributes_type": "a mapping",
+    "int_type": "int",
+    "int_parsing": "int",
+    "int_from_float": "int",
+    "float_type": "float",
+    "float_parsing": "float",
+    "bool_type": "bool",
+    "bool_parsing": "bool",
+    "string_type": "str",
+    "list_type": "a list",
+    "dict_type": "a mapping",
+    "model_type": "a mapping",
+    "model_attributes_type": "a mapping",
 }
 
 
@@ -144,8 +151,13 @@ def _search_space_problems(raw: dict[str, Any], cfg: RaysaeConfig) -> list[tuple
             problems.append((where, "not a config path that can be swept"))
             continue
         if cfg.sweep.saes_per_trial > 1 and member_path_problem(path):
-            problems.append((where, f"sweep.saes_per_trial={cfg.sweep.saes_per_trial} trains several SAEs on "
-                                    "the same batches, so only per-SAE settings can be swept; this one is shared"))
+            problems.append(
+                (
+                    where,
+                    f"sweep.saes_per_trial={cfg.sweep.saes_per_trial} trains several SAEs on "
+                    "the same batches, so only per-SAE settings can be swept; this one is shared",
+                )
+            )
             continue
         for i, value in enumerate(dim.values):
             trial = copy.deepcopy(raw)
@@ -158,10 +170,20 @@ def _search_space_problems(raw: dict[str, Any], cfg: RaysaeConfig) -> list[tuple
     return problems
 
 
-PER_MEMBER_TRAIN_FIELDS = frozenset({
-    "lr", "adam_beta1", "adam_beta2", "lr_warmup_fraction", "lr_decay_fraction",
-    "sparsity_warmup_fraction", "k_anneal_fraction", "k_anneal_start", "grad_clip_norm", "seed",
-})
+PER_MEMBER_TRAIN_FIELDS = frozenset(
+    {
+        "lr",
+        "adam_beta1",
+        "adam_beta2",
+        "lr_warmup_fraction",
+        "lr_decay_fraction",
+        "sparsity_warmup_fraction",
+        "k_anneal_fraction",
+        "k_anneal_start",
+        "grad_clip_norm",
+        "seed",
+    }
+)
 """`train.*` fields that may differ between the SAEs of a population (the rest are shared:
 they decide the batches every member sees)."""
 
@@ -173,8 +195,10 @@ def member_path_problem(path: str) -> str | None:
         return None
     if section == "train" and field in PER_MEMBER_TRAIN_FIELDS:
         return None
-    return ("not a per-SAE setting: a member may set `sae.*` (except d_in) and "
-            f"train.{{{', '.join(sorted(PER_MEMBER_TRAIN_FIELDS))}}}")
+    return (
+        "not a per-SAE setting: a member may set `sae.*` (except d_in) and "
+        f"train.{{{', '.join(sorted(PER_MEMBER_TRAIN_FIELDS))}}}"
+    )
 
 
 def _member_key_problem(path: str) -> str | None:
@@ -251,7 +275,9 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
         except yaml.YAMLError as exc:
             raise ConfigError([("", f"not valid YAML: {exc}")], source) from None
         if not isinstance(raw, dict):
-            raise ConfigError([("", f"expected a mapping at the top level, got {type(raw).__name__}")], source)
+            raise ConfigError(
+                [("", f"expected a mapping at the top level, got {type(raw).__name__}")], source
+            )
     for text in overrides:
         key, value = parse_override(text)
         if not (known_path(key) or key.startswith("sweep.search_space.")):

@@ -17,7 +17,9 @@ from raysae.cli import run_main
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m raysae.dashboard", description=__doc__.splitlines()[0])
     where = p.add_mutually_exclusive_group()
-    where.add_argument("--uri", help="a MongoDB URI (default: $MONGODB_URI); keep passwords in the environment")
+    where.add_argument(
+        "--uri", help="a MongoDB URI (default: $MONGODB_URI); keep passwords in the environment"
+    )
     where.add_argument("--store", metavar="DIR", help="a run's embedded store folder, or the run directory")
     p.add_argument("--database", default="raysae", help="database name (store.database of the analysis)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
@@ -34,8 +36,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     with connect(uri, args.store, args.database) as store:
         n = store.saes.count_documents({})
         server = Server(create_app(store), args.host, args.port)
-        print(f"raysae feature browser: {server.url}  ({n} SAEs in {store.uri_shown}, database "
-              f"{args.database!r}; Ctrl-C stops)", flush=True)
+        print(
+            f"raysae feature browser: {server.url}  ({n} SAEs in {store.uri_shown}, database "
+            f"{args.database!r}; Ctrl-C stops)",
+            flush=True,
+        )
         try:
             server.serve_forever()
         except KeyboardInterrupt:

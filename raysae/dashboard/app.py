@@ -50,8 +50,13 @@ def create_app(store: Store, *, title: str = "raysae feature browser", seed: int
     app = Flask(__name__)
     app.config["store"] = store
     rng = random.Random(seed)
-    app.jinja_env.globals.update(title=title, shade=render.token_shade, number=render.number,
-                                 frequency=render.frequency, token_text=render.token_text)
+    app.jinja_env.globals.update(
+        title=title,
+        shade=render.token_shade,
+        number=render.number,
+        frequency=render.frequency,
+        token_text=render.token_text,
+    )
 
     def sae_or_404(sae_id: str) -> dict:
         sae = queries.get_sae(store, sae_id)
@@ -70,8 +75,9 @@ def create_app(store: Store, *, title: str = "raysae feature browser", seed: int
             abort(400, f"cannot sort by {sort!r}; columns: {', '.join(columns)}")
         saes = queries.list_saes(store, sort, descending)
         runs = queries.runs_with_pareto(saes)
-        return render_template("saes.html", saes=saes, metrics=metrics, sort=sort, descending=descending,
-                               runs=runs)
+        return render_template(
+            "saes.html", saes=saes, metrics=metrics, sort=sort, descending=descending, runs=runs
+        )
 
     @app.get("/sae/<path:sae_id>/feature/<int:index>")
     def feature(sae_id: str, index: int):
@@ -103,12 +109,29 @@ def create_app(store: Store, *, title: str = "raysae feature browser", seed: int
         if order not in queries.FEATURE_ORDERS:
             abort(400, f"order must be one of {', '.join(queries.FEATURE_ORDERS)}, got {order!r}")
         min_freq, max_freq = _float_arg("min_freq"), _float_arg("max_freq")
-        listing = queries.list_features(store, sae, order=order, page=_int_arg("page", 1), per_page=PER_PAGE,
-                                        min_freq=min_freq, max_freq=max_freq)
+        listing = queries.list_features(
+            store,
+            sae,
+            order=order,
+            page=_int_arg("page", 1),
+            per_page=PER_PAGE,
+            min_freq=min_freq,
+            max_freq=max_freq,
+        )
         density = (sae.get("analysis") or {}).get("density")
-        bars = render.histogram_bars(density["log10_edges"], density["counts"], log_x=True) if density else None
-        return render_template("sae.html", sae=sae, listing=listing, order=listing.order, min_freq=min_freq,
-                               max_freq=max_freq, density=density, bars=bars)
+        bars = (
+            render.histogram_bars(density["log10_edges"], density["counts"], log_x=True) if density else None
+        )
+        return render_template(
+            "sae.html",
+            sae=sae,
+            listing=listing,
+            order=listing.order,
+            min_freq=min_freq,
+            max_freq=max_freq,
+            density=density,
+            bars=bars,
+        )
 
     @app.get("/pareto/<name>.png")
     def pareto(name: str):

@@ -11,15 +11,35 @@ from typing import Any
 from raysae import storage
 from raysae.store import Store
 
-SAE_LIST_FIELDS = {"name": 1, "sweep": 1, "architecture": 1, "model": 1, "hook_point": 1, "d_in": 1,
-                   "d_sae": 1, "metrics": 1, "tokens": 1, "run_dir": 1, "analysis.alive": 1,
-                   "analysis.n_tokens": 1, "analysis.finished_at": 1}
+SAE_LIST_FIELDS = {
+    "name": 1,
+    "sweep": 1,
+    "architecture": 1,
+    "model": 1,
+    "hook_point": 1,
+    "d_in": 1,
+    "d_sae": 1,
+    "metrics": 1,
+    "tokens": 1,
+    "run_dir": 1,
+    "analysis.alive": 1,
+    "analysis.n_tokens": 1,
+    "analysis.finished_at": 1,
+}
 
 # The feature list's orderings, each by a per-SAE rank the analysis stored
 # (index, or 0 = most frequent / largest max), so a page is one bounded index scan.
 FEATURE_ORDERS = {"index": "index", "frequency": "rank_frequency", "max": "rank_max"}
-FEATURE_ROW_FIELDS = {"_id": 0, "index": 1, "act_frequency": 1, "max_activation": 1, "mean_activation": 1,
-                      "logits.top": 1, "rank_frequency": 1, "rank_max": 1}
+FEATURE_ROW_FIELDS = {
+    "_id": 0,
+    "index": 1,
+    "act_frequency": 1,
+    "max_activation": 1,
+    "mean_activation": 1,
+    "logits.top": 1,
+    "rank_frequency": 1,
+    "rank_max": 1,
+}
 SAE_COLUMNS = ("name", "architecture", "d_sae", "alive")
 
 
@@ -57,7 +77,9 @@ class FeaturePage:
 def _frequency_at(store: Store, sae_id: str, rank: int) -> float:
     doc = store.features.find_one({"sae_id": sae_id, "rank_frequency": rank}, {"_id": 0, "act_frequency": 1})
     if doc is None:
-        raise LookupError(f"SAE {sae_id!r} has no feature of frequency rank {rank}: analysed by an older raysae?")
+        raise LookupError(
+            f"SAE {sae_id!r} has no feature of frequency rank {rank}: analysed by an older raysae?"
+        )
     return doc["act_frequency"]
 
 
@@ -74,8 +96,9 @@ def _first_rank(store: Store, sae_id: str, d_sae: int, past) -> int:
     return lo
 
 
-def frequency_ranks(store: Store, sae: dict[str, Any], min_freq: float | None,
-                    max_freq: float | None) -> tuple[int, int]:
+def frequency_ranks(
+    store: Store, sae: dict[str, Any], min_freq: float | None, max_freq: float | None
+) -> tuple[int, int]:
     """[first, end) of the frequency ranks whose frequency lies in [min_freq, max_freq]
     (ranks run from the most frequent feature down)."""
     d = sae["d_sae"]
@@ -84,9 +107,16 @@ def frequency_ranks(store: Store, sae: dict[str, Any], min_freq: float | None,
     return first, max(first, end)
 
 
-def list_features(store: Store, sae: dict[str, Any], *, order: str = "frequency", page: int = 1,
-                  per_page: int = 50, min_freq: float | None = None,
-                  max_freq: float | None = None) -> FeaturePage:
+def list_features(
+    store: Store,
+    sae: dict[str, Any],
+    *,
+    order: str = "frequency",
+    page: int = 1,
+    per_page: int = 50,
+    min_freq: float | None = None,
+    max_freq: float | None = None,
+) -> FeaturePage:
     """One page of an SAE's features in `order`; a frequency range lists in frequency order."""
     if min_freq is not None or max_freq is not None:
         order = "frequency"
@@ -99,7 +129,9 @@ def list_features(store: Store, sae: dict[str, Any], *, order: str = "frequency"
     page = min(max(page, 1), pages)
     lo = first + (page - 1) * per_page
     hi = min(lo + per_page, end)
-    rows = list(store.features.find({"sae_id": sae["_id"], field: {"$gte": lo, "$lt": hi}}, FEATURE_ROW_FIELDS))
+    rows = list(
+        store.features.find({"sae_id": sae["_id"], field: {"$gte": lo, "$lt": hi}}, FEATURE_ROW_FIELDS)
+    )
     rows.sort(key=lambda r: r.get(field, 0))
     return FeaturePage(rows, page, pages, total, order)
 
@@ -114,8 +146,9 @@ def random_alive_index(store: Store, sae: dict[str, Any], rng: random.Random) ->
     alive = int((sae.get("analysis") or {}).get("alive") or 0)
     if alive == 0:
         return None
-    doc = store.features.find_one({"sae_id": sae["_id"], "rank_frequency": rng.randrange(alive)},
-                                  {"_id": 0, "index": 1})
+    doc = store.features.find_one(
+        {"sae_id": sae["_id"], "rank_frequency": rng.randrange(alive)}, {"_id": 0, "index": 1}
+    )
     return None if doc is None else doc["index"]
 
 

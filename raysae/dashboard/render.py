@@ -41,8 +41,9 @@ def frequency(x: float | None) -> str:
     return f"{x * 100:.3g}% (1 in {1 / x:,.0f} tokens)"
 
 
-def histogram_bars(edges: Sequence[float], counts: Sequence[int], *, width: int = 560,
-                   height: int = 140, log_x: bool = False) -> dict[str, Any]:
+def histogram_bars(
+    edges: Sequence[float], counts: Sequence[int], *, width: int = 560, height: int = 140, log_x: bool = False
+) -> dict[str, Any]:
     """Rectangles (x, y, w, h, label) for an SVG bar chart of `counts` over `edges`,
     plus the axis' end labels; bar heights are relative to the tallest bar."""
     n = len(counts)
@@ -52,8 +53,15 @@ def histogram_bars(edges: Sequence[float], counts: Sequence[int], *, width: int 
         h = 0 if tallest == 0 else max(1.0, c / tallest * (height - 4)) if c else 0.0
         lo, hi = edges[i], edges[i + 1]
         span = f"10^{lo:.2f} – 10^{hi:.2f}" if log_x else f"{number(lo)} – {number(hi)}"
-        bars.append({"x": round(i * width / n, 2), "w": round(max(width / n - 1, 1), 2),
-                     "y": round(height - h, 2), "h": round(h, 2), "label": f"{span}: {c:,}"})
+        bars.append(
+            {
+                "x": round(i * width / n, 2),
+                "w": round(max(width / n - 1, 1), 2),
+                "y": round(height - h, 2),
+                "h": round(h, 2),
+                "label": f"{span}: {c:,}",
+            }
+        )
     ends = (edges[0], edges[-1]) if n else (0, 0)
     labels = tuple(f"1e{v:g}" if log_x else number(v) for v in ends)
     return {"bars": bars, "width": width, "height": height, "left": labels[0], "right": labels[1]}

@@ -52,7 +52,9 @@ class CacheSplit:
 
     def dataset(self, shards: list[dict]):
         """`acts` rows of these shards (manifest entries), read in this order."""
-        return read_shard_sequence([storage.join(self.directory, s["file"]) for s in shards], columns=["acts"])
+        return read_shard_sequence(
+            [storage.join(self.directory, s["file"]) for s in shards], columns=["acts"]
+        )
 
 
 def split_cache(cfg: RaysaeConfig, *, checksums: bool = True) -> CacheSplit:
@@ -64,9 +66,17 @@ def split_cache(cfg: RaysaeConfig, *, checksums: bool = True) -> CacheSplit:
         rows += shards[-held]["rows"]
     if held >= len(shards):
         total = sum(s["rows"] for s in shards)
-        raise ConfigError([("train.eval_tokens", (
-            f"holding out {cfg.train.eval_tokens} rows of the cache {directory} ({total} rows in "
-            f"{len(shards)} shards) leaves no shard to train on; lower it or raise activations.n_tokens"))])
+        raise ConfigError(
+            [
+                (
+                    "train.eval_tokens",
+                    (
+                        f"holding out {cfg.train.eval_tokens} rows of the cache {directory} ({total} rows in "
+                        f"{len(shards)} shards) leaves no shard to train on; lower it or raise activations.n_tokens"
+                    ),
+                )
+            ]
+        )
     return CacheSplit(directory, shards[:-held], shards[-held:])
 
 
@@ -108,8 +118,13 @@ class TrainingStream:
             start += sequence[skip]["rows"]
             skip += 1
         if position:
-            log.info("cache stream resumes at token %d (checkpoint at %d), shard %d of %d",
-                     start, position, skip, len(sequence))
+            log.info(
+                "cache stream resumes at token %d (checkpoint at %d), shard %d of %d",
+                start,
+                position,
+                skip,
+                len(sequence),
+            )
         return split.dataset(sequence[skip:])
 
 

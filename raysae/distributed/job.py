@@ -27,10 +27,21 @@ from raysae.distributed.data import TrainingStream, held_out_dataset, split_cach
 from raysae.distributed.worker import CONFIG_ERROR_FILE, TrainJob, train_loop_per_worker
 from raysae.ray_runtime import keep_working_directory
 
-OPERATIONAL_TRAIN_FIELDS = frozenset({
-    "num_workers", "use_gpu", "cpus_per_worker", "max_failures", "device", "log_every_steps",
-    "checkpoint_every_tokens", "checkpoints_to_keep", "eval_every_tokens", "ce_contexts", "population",
-})
+OPERATIONAL_TRAIN_FIELDS = frozenset(
+    {
+        "num_workers",
+        "use_gpu",
+        "cpus_per_worker",
+        "max_failures",
+        "device",
+        "log_every_steps",
+        "checkpoint_every_tokens",
+        "checkpoints_to_keep",
+        "eval_every_tokens",
+        "ce_contexts",
+        "population",
+    }
+)
 """`train.*` fields a resumed run may change: they do not change what is learned."""
 
 
@@ -42,8 +53,13 @@ def check_population(members: Sequence[RaysaeConfig]) -> None:
         flat = flatten_dotted(member.model_dump(mode="json"))
         for path in sorted(set(base) | set(flat)):
             if path != "train.population" and base.get(path) != flat.get(path) and member_path_problem(path):
-                problems.append((path, f"SAE {i} of the population has {flat.get(path)!r}, SAE 0 has "
-                                       f"{base.get(path)!r}; only per-SAE settings may differ"))
+                problems.append(
+                    (
+                        path,
+                        f"SAE {i} of the population has {flat.get(path)!r}, SAE 0 has "
+                        f"{base.get(path)!r}; only per-SAE settings may differ",
+                    )
+                )
     if problems:
         raise ConfigError(problems)
 
@@ -52,10 +68,17 @@ def fingerprint(members: Sequence[RaysaeConfig]) -> list[dict[str, Any]]:
     """What a checkpoint's training depends on: SAE and schedule settings, and the activations."""
     out = []
     for m in members:
-        train = {k: v for k, v in m.train.model_dump(mode="json").items() if k not in OPERATIONAL_TRAIN_FIELDS}
-        out.append({"sae": m.sae.model_dump(mode="json"), "train": train,
-                    "activations": key_inputs(m, m.model.hook_point, "tokens"),
-                    "source": m.activations.source})
+        train = {
+            k: v for k, v in m.train.model_dump(mode="json").items() if k not in OPERATIONAL_TRAIN_FIELDS
+        }
+        out.append(
+            {
+                "sae": m.sae.model_dump(mode="json"),
+                "train": train,
+                "activations": key_inputs(m, m.model.hook_point, "tokens"),
+                "source": m.activations.source,
+            }
+        )
     return out
 
 
@@ -68,10 +91,18 @@ def _check_resume(state_dir: str, members: Sequence[RaysaeConfig]) -> None:
             a = flatten_dotted({f"sae {i}": m for i, m in enumerate(before)})
             b = flatten_dotted({f"sae {i}": m for i, m in enumerate(current)})
             changed = sorted(p for p in set(a) | set(b) if a.get(p) != b.get(p))
-            raise ConfigError([("", (
-                f"{storage_lib.parent(state_dir)} holds checkpoints of a run with other settings "
-                f"({', '.join(changed[:5])}); rerun with another `name` to start a new "
-                "run, or delete that folder to start this one over"))])
+            raise ConfigError(
+                [
+                    (
+                        "",
+                        (
+                            f"{storage_lib.parent(state_dir)} holds checkpoints of a run with other settings "
+                            f"({', '.join(changed[:5])}); rerun with another `name` to start a new "
+                            "run, or delete that folder to start this one over"
+                        ),
+                    )
+                ]
+            )
         return
     storage_lib.write_bytes(path, json.dumps(current, indent=1).encode())
 
@@ -105,8 +136,14 @@ def run_training(
     base = members[0]
     t = base.train
     if t.batch_size % t.num_workers:
-        raise ConfigError([("train.batch_size",
-                            f"{t.batch_size} rows do not split evenly over train.num_workers={t.num_workers}")])
+        raise ConfigError(
+            [
+                (
+                    "train.batch_size",
+                    f"{t.batch_size} rows do not split evenly over train.num_workers={t.num_workers}",
+                )
+            ]
+        )
     storage_path = storage_lib.absolute(storage)
     state_dir = storage_lib.join(storage_path, trial, "raysae")
     _check_resume(state_dir, members)
@@ -120,18 +157,23 @@ def run_training(
     resources = {"CPU": t.cpus_per_worker, **({"GPU": 1} if t.use_gpu else {}), **t.worker_resources}
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"job": TrainJob(members, list(sae_ids), state_dir, d_in, on_step,
-                                                   parent_run_id, ranked)},
-        scaling_config=ScalingConfig(num_workers=t.num_workers, use_gpu=t.use_gpu,
-                                     resources_per_worker=resources),
+        train_loop_config={
+            "job": TrainJob(members, list(sae_ids), state_dir, d_in, on_step, parent_run_id, ranked)
+        },
+        scaling_config=ScalingConfig(
+            num_workers=t.num_workers, use_gpu=t.use_gpu, resources_per_worker=resources
+        ),
         run_config=RunConfig(
-            name=trial, storage_path=storage_path, callbacks=list(callbacks),
+            name=trial,
+            storage_path=storage_path,
+            callbacks=list(callbacks),
             failure_config=FailureConfig(max_failures=t.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=t.checkpoints_to_keep),
         ),
         datasets={"train": TrainingStream(base, state_dir), "eval": held_out_dataset(base)},
-        dataset_config=DataConfig(datasets_to_split=["train"],
-                                  execution_options=ExecutionOptions(preserve_order=True)),
+        dataset_config=DataConfig(
+            datasets_to_split=["train"], execution_options=ExecutionOptions(preserve_order=True)
+        ),
     )
     config_error = storage_lib.join(state_dir, CONFIG_ERROR_FILE)
     storage_lib.delete_file(config_error)

@@ -31,9 +31,17 @@ def tracking_uri(cfg: RaysaeConfig) -> str:
     if configured:
         return configured
     if storage.is_remote(cfg.output_dir):
-        raise ConfigError([("tracking.uri", (
-            f"output_dir is {cfg.output_dir}, and MLflow's default SQLite file needs a local folder: set "
-            "tracking.uri or MLFLOW_TRACKING_URI (a tracking server, or a local sqlite:///… file)"))])
+        raise ConfigError(
+            [
+                (
+                    "tracking.uri",
+                    (
+                        f"output_dir is {cfg.output_dir}, and MLflow's default SQLite file needs a local folder: set "
+                        "tracking.uri or MLFLOW_TRACKING_URI (a tracking server, or a local sqlite:///… file)"
+                    ),
+                )
+            ]
+        )
     return f"sqlite:///{Path(cfg.output_dir).resolve() / 'mlflow.db'}"
 
 
@@ -52,11 +60,19 @@ def flat_params(cfg: RaysaeConfig) -> dict[str, str]:
     """The config as `section.field` -> string, credentials redacted, population left out."""
     data = redact(cfg.model_dump(mode="json"))
     data["train"].pop("population", None)
-    return {k: json.dumps(v) if isinstance(v, (list, dict)) else str(v) for k, v in flatten_dotted(data).items()}
+    return {
+        k: json.dumps(v) if isinstance(v, (list, dict)) else str(v) for k, v in flatten_dotted(data).items()
+    }
 
 
-def log_batch(client, run_id: str, *, metrics: Mapping[str, float] | None = None, step: int = 0,
-              params: Mapping[str, str] | None = None) -> None:
+def log_batch(
+    client,
+    run_id: str,
+    *,
+    metrics: Mapping[str, float] | None = None,
+    step: int = 0,
+    params: Mapping[str, str] | None = None,
+) -> None:
     """Metrics (at `step`) and params of one MLflow run, in batches MLflow accepts."""
     from mlflow.entities import Metric, Param
 
@@ -92,8 +108,14 @@ def mlflow_experiment(cfg: RaysaeConfig):
 class Tracker:
     """The MLflow runs of one training job's SAEs (`sae_ids`, in member order)."""
 
-    def __init__(self, members: list[RaysaeConfig], sae_ids: list[str], state_dir: storage.Location, *,
-                 parent_run_id: str | None = None):
+    def __init__(
+        self,
+        members: list[RaysaeConfig],
+        sae_ids: list[str],
+        state_dir: storage.Location,
+        *,
+        parent_run_id: str | None = None,
+    ):
         base = members[0]
         self.client, experiment_id = mlflow_experiment(base)
         runs_file = storage.join(state_dir, RUNS_FILE)
@@ -109,13 +131,22 @@ class Tracker:
                 log_batch(self.client, known[sae_id], params=flat_params(cfg))
             self.run_ids.append(known[sae_id])
         storage.write_bytes(runs_file, json.dumps(known, indent=1).encode())
-        log.info("MLflow: %s, experiment %r", redact(tracking_uri(base)), base.tracking.experiment or base.name)
+        log.info(
+            "MLflow: %s, experiment %r", redact(tracking_uri(base)), base.tracking.experiment or base.name
+        )
 
     def log_metrics(self, member: int, metrics: Mapping[str, float], step: int) -> None:
         log_batch(self.client, self.run_ids[member], metrics=metrics, step=step)
 
-    def finish(self, member: int, metrics: Mapping[str, float], step: int, *,
-               sae_dir: storage.Location | None, error: str | None = None) -> None:
+    def finish(
+        self,
+        member: int,
+        metrics: Mapping[str, float],
+        step: int,
+        *,
+        sae_dir: storage.Location | None,
+        error: str | None = None,
+    ) -> None:
         """Final metrics, the saved SAE as the `sae` artifact, and the run's end status."""
         run_id = self.run_ids[member]
         log_batch(self.client, run_id, metrics=metrics, step=step)

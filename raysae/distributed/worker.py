@@ -121,8 +121,14 @@ def train_loop_per_worker(config: dict) -> None:
     torch.manual_seed(t.seed)
 
     restored = _restore()
-    batches = iter(iter_activation_batches(ray.train.get_dataset_shard("train"), t.batch_size // world,
-                                           dtype=base.activations.dtype, drop_last=True))
+    batches = iter(
+        iter_activation_batches(
+            ray.train.get_dataset_shard("train"),
+            t.batch_size // world,
+            dtype=base.activations.dtype,
+            drop_last=True,
+        )
+    )
     d_in = restored["d_in"] if restored else job.d_in
     if d_in is None:
         first = next(batches)
@@ -136,8 +142,12 @@ def train_loop_per_worker(config: dict) -> None:
         if rank == 0:
             storage.write_bytes(storage.join(job.state_dir, CONFIG_ERROR_FILE), pickle.dumps(exc))
         return
-    population = Population([Member(sae, m.train, module=_ddp(sae, device, world))
-                             for sae, m in zip(saes, job.members, strict=True)])
+    population = Population(
+        [
+            Member(sae, m.train, module=_ddp(sae, device, world))
+            for sae, m in zip(saes, job.members, strict=True)
+        ]
+    )
     seconds_before = 0.0
     if restored:
         population.load_state_dict(restored["members"])
@@ -146,8 +156,11 @@ def train_loop_per_worker(config: dict) -> None:
         if rank == 0:
             log.info("resumed from the checkpoint at %d tokens", population.tokens_seen)
 
-    tracker = Tracker(job.members, job.sae_ids, job.state_dir, parent_run_id=job.parent_run_id) \
-        if rank == 0 else None
+    tracker = (
+        Tracker(job.members, job.sae_ids, job.state_dir, parent_run_id=job.parent_run_id)
+        if rank == 0
+        else None
+    )
     held_out = HeldOut(base)
     started, tokens_at_start = time.perf_counter(), population.tokens_seen
     interval = t.checkpoint_every_tokens or max(t.total_tokens // 10, t.batch_size)
@@ -159,14 +172,19 @@ def train_loop_per_worker(config: dict) -> None:
         return seconds_before + time.perf_counter() - started
 
     def state() -> dict:
-        return {"d_in": d_in, "members": population.state_dict(), "rng": torch.get_rng_state(),
-                "seconds": seconds()}
+        return {
+            "d_in": d_in,
+            "members": population.state_dict(),
+            "rng": torch.get_rng_state(),
+            "seconds": seconds(),
+        }
 
     def record_position() -> None:
         # The stream restarts where the latest *registered* checkpoint is: Ray Train registers
         # a report asynchronously, and a position ahead of the checkpoint restored would skip data.
         reported = ray.train.get_all_reported_checkpoints(
-            consistency_mode=ray.train.CheckpointConsistencyMode.COMMITTED)
+            consistency_mode=ray.train.CheckpointConsistencyMode.COMMITTED
+        )
         if reported:
             write_position(job.state_dir, max(int(r.metrics["tokens"]) for r in reported))
 
@@ -186,8 +204,11 @@ def train_loop_per_worker(config: dict) -> None:
             row = {"sae_id": sae_id, "error": m.error}
             if m.error is None:
                 row.update(evaluate(m.sae, held_out.batches(), dense_threshold=t.dense_threshold))
-                tracker.log_metrics(i, {f"eval/{k}": v for k, v in row.items() if k not in ("sae_id", "error")},
-                                    population.tokens_seen)
+                tracker.log_metrics(
+                    i,
+                    {f"eval/{k}": v for k, v in row.items() if k not in ("sae_id", "error")},
+                    population.tokens_seen,
+                )
             rows.append(row)
         return {"final": False, "saes": rows, **_ranking(rows, base)}
 
@@ -197,8 +218,13 @@ def train_loop_per_worker(config: dict) -> None:
             for i, m in enumerate(metrics):
                 if m is not None and m.step % t.log_every_steps == 0:
                     tracker.log_metrics(i, _step_metrics(m), m.tokens)
-                    log_progress(m, t.total_tokens, started, label=f"{job.sae_ids[i]} ",
-                                 tokens_at_start=tokens_at_start)
+                    log_progress(
+                        m,
+                        t.total_tokens,
+                        started,
+                        label=f"{job.sae_ids[i]} ",
+                        tokens_at_start=tokens_at_start,
+                    )
         if job.on_step is not None:
             job.on_step(rank, tokens)
         due = [k for k, at in next_report.items() if tokens >= at]
@@ -210,8 +236,14 @@ def train_loop_per_worker(config: dict) -> None:
             report(evaluate_members() if evaluate_now else {"final": False})
 
     if not population.done:
-        train_population(population, batches, init_tokens=t.init_tokens, device=device,
-                         share_init_rows=_gather_rows if world > 1 else None, on_step=on_step)
+        train_population(
+            population,
+            batches,
+            init_tokens=t.init_tokens,
+            device=device,
+            share_init_rows=_gather_rows if world > 1 else None,
+            on_step=on_step,
+        )
     final_state = state()  # unfolded, so a rerun can still evaluate (it trains no further)
     rows = _finish(job, population, held_out, tracker, seconds(), tokens_at_start) if rank == 0 else []
     report({"final": True, "saes": rows, **_ranking(rows, base)}, final_state)
@@ -227,8 +259,14 @@ def _ranking(rows: list[dict], cfg: RaysaeConfig) -> dict:
     return {cfg.sweep.metric: min(values) if cfg.sweep.mode == "min" else max(values)}
 
 
-def _finish(job: TrainJob, population: Population, held_out: HeldOut, tracker: Tracker,
-            seconds: float, resumed_from: int) -> list[dict]:
+def _finish(
+    job: TrainJob,
+    population: Population,
+    held_out: HeldOut,
+    tracker: Tracker,
+    seconds: float,
+    resumed_from: int,
+) -> list[dict]:
     """Fold, evaluate (with CE loss when configured) and save every SAE; their results rows."""
     from raysae.results import finish_sae, run_dir
 
@@ -238,8 +276,9 @@ def _finish(job: TrainJob, population: Population, held_out: HeldOut, tracker: T
         tokens = m.trainer.tokens_seen
         if m.error is not None:
             tracker.finish(i, {}, tokens, sae_dir=None, error=m.error)
-            rows.append({"sae_id": sae_id, "architecture": m.sae.architecture, "error": m.error,
-                         "tokens": tokens})
+            rows.append(
+                {"sae_id": sae_id, "architecture": m.sae.architecture, "error": m.error, "tokens": tokens}
+            )
             continue
         m.sae.fold_input_scale()
         m.sae.eval()
@@ -252,11 +291,20 @@ def _finish(job: TrainJob, population: Population, held_out: HeldOut, tracker: T
             ce = ce_loss_recovered(model, tokens_ce, m.sae, cfg.model.hook_point, splice_mask=mask)
             extra = {"ce_loss_recovered": ce["ce_loss_recovered"], "kl_sae": ce["kl_sae"]}
             record["ce"] = ce
-        row = finish_sae(m.sae, held_out.batches(), cfg, sae_id, seconds=seconds, tokens=tokens,
-                         extra_metrics=extra, record=record)
+        row = finish_sae(
+            m.sae,
+            held_out.batches(),
+            cfg,
+            sae_id,
+            seconds=seconds,
+            tokens=tokens,
+            extra_metrics=extra,
+            record=record,
+        )
         sae_dir = storage.join(run_dir(cfg), "saes", sae_id)
-        tracker.finish(i, {k: v for k, v in row.items() if isinstance(v, (int, float))}, tokens,
-                       sae_dir=sae_dir)
+        tracker.finish(
+            i, {k: v for k, v in row.items() if isinstance(v, (int, float))}, tokens, sae_dir=sae_dir
+        )
         rows.append(row)
     return rows
 

@@ -20,9 +20,13 @@ def parser() -> argparse.ArgumentParser:
     where.add_argument("--uri", help="a MongoDB URI (default: $MONGODB_URI)")
     where.add_argument("--store", metavar="DIR", help="a run's embedded store folder, or the run directory")
     np_.add_argument("--database", default="raysae")
-    np_.add_argument("--sae", required=True, metavar="SAE_ID", help="the SAE's id in the store, e.g. my-sweep/t003")
+    np_.add_argument(
+        "--sae", required=True, metavar="SAE_ID", help="the SAE's id in the store, e.g. my-sweep/t003"
+    )
     np_.add_argument("--out", metavar="DIR", help="output folder (default: <run>/neuronpedia/<sae id>)")
-    np_.add_argument("--model-id", help="Neuronpedia's model id, e.g. gpt2-small (default: from the model name)")
+    np_.add_argument(
+        "--model-id", help="Neuronpedia's model id, e.g. gpt2-small (default: from the model name)"
+    )
     np_.add_argument("--sae-set", help="Neuronpedia SAE set name (default: raysae-<run name>)")
     np_.add_argument("--layer", type=int, help="layer (default: from the hook point)")
     np_.add_argument("--features-per-batch", type=int, default=128)
@@ -41,8 +45,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             sae = store.saes.find_one({"_id": args.sae}, {"run_dir": 1}) or {}
             out = storage.join(sae.get("run_dir", "."), "neuronpedia", args.sae.replace("/", "__"))
         try:
-            files = export_neuronpedia(store, args.sae, out, model_id=args.model_id, sae_set=args.sae_set,
-                                       layer=args.layer, features_per_batch=args.features_per_batch)
+            files = export_neuronpedia(
+                store,
+                args.sae,
+                out,
+                model_id=args.model_id,
+                sae_set=args.sae_set,
+                layer=args.layer,
+                features_per_batch=args.features_per_batch,
+            )
         except LookupError as exc:
             raise ValueError(str(exc.args[0])) from None
     print(f"wrote {len(files)} Neuronpedia batch file(s) for {args.sae} to {storage.absolute(out)}")

@@ -39,9 +39,13 @@ def band_fraction(histogram: dict[str, list], lo: float, hi: float) -> float:
 
 
 def _activation(example: dict[str, Any], bin_min: float, bin_max: float, contains: float) -> dict[str, Any]:
-    return {"bin_min": round(bin_min, DECIMALS), "bin_max": round(bin_max, DECIMALS),
-            "bin_contains": round(contains, 6), "tokens": list(example["tokens"]),
-            "values": _round(example["activations"])}
+    return {
+        "bin_min": round(bin_min, DECIMALS),
+        "bin_max": round(bin_max, DECIMALS),
+        "bin_contains": round(contains, 6),
+        "tokens": list(example["tokens"]),
+        "values": _round(example["activations"]),
+    }
 
 
 def _band_bounds(label: str) -> tuple[float, float] | None:
@@ -49,8 +53,14 @@ def _band_bounds(label: str) -> tuple[float, float] | None:
     return (float(found.group(1)) / 100, float(found.group(2)) / 100) if found else None
 
 
-def neuronpedia_feature(doc: dict[str, Any], *, n_tokens: int, n_prompts: int | None = None,
-                        tokens_per_prompt: int | None = None, dataset: str | None = None) -> dict[str, Any]:
+def neuronpedia_feature(
+    doc: dict[str, Any],
+    *,
+    n_tokens: int,
+    n_prompts: int | None = None,
+    tokens_per_prompt: int | None = None,
+    dataset: str | None = None,
+) -> dict[str, Any]:
     """One `features` document as a Neuronpedia dashboard feature."""
     fmax = float(doc["max_activation"])
     hist = doc.get("histogram") or {}
@@ -92,18 +102,29 @@ def _feature_docs(store: Store, sae_id: str, d_sae: int, per_batch: int) -> Iter
     """The SAE's feature documents in index order, one bounded index range per batch."""
     for lo in range(0, d_sae, per_batch):
         hi = min(lo + per_batch, d_sae)
-        docs = sorted(store.features.find({"sae_id": sae_id, "index": {"$gte": lo, "$lt": hi}}, {"_id": 0}),
-                      key=lambda d: d["index"])
+        docs = sorted(
+            store.features.find({"sae_id": sae_id, "index": {"$gte": lo, "$lt": hi}}, {"_id": 0}),
+            key=lambda d: d["index"],
+        )
         if len(docs) != hi - lo:
             missing = sorted(set(range(lo, hi)) - {d["index"] for d in docs})
-            raise LookupError(f"SAE {sae_id!r}: features {missing[:10]} are missing from the store "
-                              f"(analysis unfinished?); rerun `python -m raysae.analyze`")
+            raise LookupError(
+                f"SAE {sae_id!r}: features {missing[:10]} are missing from the store "
+                f"(analysis unfinished?); rerun `python -m raysae.analyze`"
+            )
         yield docs
 
 
-def export_neuronpedia(store: Store, sae_id: str, out: storage.Location, *, model_id: str | None = None,
-                       sae_set: str | None = None, layer: int | None = None,
-                       features_per_batch: int = 128) -> list[str]:
+def export_neuronpedia(
+    store: Store,
+    sae_id: str,
+    out: storage.Location,
+    *,
+    model_id: str | None = None,
+    sae_set: str | None = None,
+    layer: int | None = None,
+    features_per_batch: int = 128,
+) -> list[str]:
     """Write `out/batch-<n>.json` (a local folder or an object-store URI) for every feature of
     `sae_id`; returns the files."""
     sae = store.saes.find_one({"_id": sae_id})
@@ -119,15 +140,26 @@ def export_neuronpedia(store: Store, sae_id: str, out: storage.Location, *, mode
         "layer": layer_of(sae.get("hook_point", "")) if layer is None else layer,
         "sae_set": sae_set or f"raysae-{sae.get('name', 'sae')}",
     }
-    settings = {"n_batches_to_sample_from": None, "n_prompt_to_select": analysis.get("n_contexts"),
-                "hook_point": sae.get("hook_point"), "raysae_sae_id": sae_id,
-                "n_tokens_analysed": analysis.get("n_tokens")}
+    settings = {
+        "n_batches_to_sample_from": None,
+        "n_prompt_to_select": analysis.get("n_contexts"),
+        "hook_point": sae.get("hook_point"),
+        "raysae_sae_id": sae_id,
+        "n_tokens_analysed": analysis.get("n_tokens"),
+    }
     storage.make_dirs(out)
     files = []
     for n, docs in enumerate(_feature_docs(store, sae_id, int(sae["d_sae"]), features_per_batch)):
-        features = [neuronpedia_feature(d, n_tokens=analysis.get("n_tokens", 0), n_prompts=analysis.get("n_contexts"),
-                                        tokens_per_prompt=data.get("context_size"), dataset=data.get("path"))
-                    for d in docs]
+        features = [
+            neuronpedia_feature(
+                d,
+                n_tokens=analysis.get("n_tokens", 0),
+                n_prompts=analysis.get("n_contexts"),
+                tokens_per_prompt=data.get("context_size"),
+                dataset=data.get("path"),
+            )
+            for d in docs
+        ]
         path = storage.join(out, f"batch-{n}.json")  # written whole or not at all
         storage.write_bytes(path, json.dumps({**meta, "features": features, "settings": settings}).encode())
         files.append(path)

@@ -13,8 +13,16 @@ from raysae.store.client import Store, is_transient
 from raysae.store.embedded import EmbeddedServer
 from raysae.store.errors import StoreError
 
-__all__ = ["EmbeddedServer", "Store", "StoreError", "connect", "embedded_store_problem", "is_transient",
-           "open_store", "store_uri"]
+__all__ = [
+    "EmbeddedServer",
+    "Store",
+    "StoreError",
+    "connect",
+    "embedded_store_problem",
+    "is_transient",
+    "open_store",
+    "store_uri",
+]
 
 
 def store_uri(cfg: RaysaeConfig) -> str | None:
@@ -27,8 +35,11 @@ def embedded_store_problem(cfg: RaysaeConfig, store_dir: storage.Location) -> tu
     keep its data in `store_dir` on an object store, which it cannot; else None."""
     if store_uri(cfg) is not None or not storage.is_remote(store_dir):
         return None
-    return ("store.uri", f"the embedded store keeps its data in a local folder, not in {store_dir}: "
-                         "set store.uri or MONGODB_URI to a MongoDB server")
+    return (
+        "store.uri",
+        f"the embedded store keeps its data in a local folder, not in {store_dir}: "
+        "set store.uri or MONGODB_URI to a MongoDB server",
+    )
 
 
 @contextlib.contextmanager
@@ -44,12 +55,15 @@ def open_store(cfg: RaysaeConfig, store_dir: str | os.PathLike) -> Iterator[Stor
     if uri is None:
         server = EmbeddedServer(Path(store_dir)).start()
         uri = server.uri
-        print(f"store: embedded MongoDB-wire server at {uri} (data in {Path(store_dir).resolve()})", flush=True)
+        print(
+            f"store: embedded MongoDB-wire server at {uri} (data in {Path(store_dir).resolve()})", flush=True
+        )
     else:
         print(f"store: {redact(uri)}", flush=True)
     try:
-        with Store(uri, s.database, timeout_s=s.timeout_seconds, retry_s=s.retry_seconds,
-                   batch_size=s.batch_size) as store:
+        with Store(
+            uri, s.database, timeout_s=s.timeout_seconds, retry_s=s.retry_seconds, batch_size=s.batch_size
+        ) as store:
             store.ensure_indexes()
             yield store
     finally:
@@ -63,14 +77,17 @@ def store_folder(directory: str | os.PathLike) -> Path:
     if not (d / "db").is_dir() and (d / "store" / "db").is_dir():
         d = d / "store"
     if not (d / "db").is_dir():
-        raise StoreError(f"{directory}: no embedded store here (expected {d / 'db'}; it is written by "
-                         f"`python -m raysae.analyze` or a sweep, under <output_dir>/<name>/store)")
+        raise StoreError(
+            f"{directory}: no embedded store here (expected {d / 'db'}; it is written by "
+            f"`python -m raysae.analyze` or a sweep, under <output_dir>/<name>/store)"
+        )
     return d
 
 
 @contextlib.contextmanager
-def connect(uri: str | None, store_dir: str | os.PathLike | None, database: str = "raysae",
-            timeout_s: float = 10.0) -> Iterator[Store]:
+def connect(
+    uri: str | None, store_dir: str | os.PathLike | None, database: str = "raysae", timeout_s: float = 10.0
+) -> Iterator[Store]:
     """A finished run's store, for reading: a MongoDB at `uri`, or an embedded server
     started over `store_dir` (a run's `store/` or the run directory) until the block ends."""
     server = None

@@ -59,16 +59,27 @@ def is_transient(exc: BaseException) -> bool:
 class Store:
     """A MongoDB database holding the `saes` and `features` collections."""
 
-    def __init__(self, uri: str, database: str = "raysae", *, timeout_s: float = 10.0,
-                 retry_s: float = 120.0, batch_size: int = 256):
+    def __init__(
+        self,
+        uri: str,
+        database: str = "raysae",
+        *,
+        timeout_s: float = 10.0,
+        retry_s: float = 120.0,
+        batch_size: int = 256,
+    ):
         self.uri_shown = redact(uri)
         self.retry_s = retry_s
         self.batch_size = batch_size
         ms = int(timeout_s * 1000)
         try:
             self.client = pymongo.MongoClient(
-                uri, serverSelectionTimeoutMS=ms, connectTimeoutMS=ms, socketTimeoutMS=max(ms, 60_000),
-                retryWrites=True, appname="raysae",
+                uri,
+                serverSelectionTimeoutMS=ms,
+                connectTimeoutMS=ms,
+                socketTimeoutMS=max(ms, 60_000),
+                retryWrites=True,
+                appname="raysae",
             )
         except (mongo_errors.ConfigurationError, ValueError, TypeError) as exc:
             raise StoreError(f"store URI {self.uri_shown!r} is malformed: {exc}") from None
@@ -76,8 +87,10 @@ class Store:
             self.client.admin.command("ping")
         except mongo_errors.PyMongoError as exc:
             self.client.close()
-            raise StoreError(f"cannot reach the store at {self.uri_shown} within {timeout_s:g} s: "
-                             f"{str(exc).splitlines()[0][:300]}") from None
+            raise StoreError(
+                f"cannot reach the store at {self.uri_shown} within {timeout_s:g} s: "
+                f"{str(exc).splitlines()[0][:300]}"
+            ) from None
         self.db = self.client[database]
         self.saes = self.db["saes"]
         self.features = self.db["features"]
@@ -105,8 +118,10 @@ class Store:
                 now = time.monotonic()
                 deadline = deadline or now + self.retry_s
                 if now >= deadline:
-                    raise StoreError(f"{what} failed at {self.uri_shown}: still unreachable after "
-                                     f"{self.retry_s:g} s of retries ({exc})") from exc
+                    raise StoreError(
+                        f"{what} failed at {self.uri_shown}: still unreachable after "
+                        f"{self.retry_s:g} s of retries ({exc})"
+                    ) from exc
                 log.warning("%s: %s; retrying in %.1f s", what, str(exc).splitlines()[0][:200], delay)
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
@@ -114,18 +129,30 @@ class Store:
     def ensure_indexes(self) -> None:
         for collection, indexes in ((self.features, FEATURE_INDEXES), (self.saes, SAE_INDEXES)):
             for keys, options in indexes:
-                self.retrying(f"creating index {keys} on {collection.name}",
-                              lambda c=collection, k=keys, o=options: c.create_index(k, **o))
+                self.retrying(
+                    f"creating index {keys} on {collection.name}",
+                    lambda c=collection, k=keys, o=options: c.create_index(k, **o),
+                )
 
     def put_sae(self, doc: Mapping[str, Any]) -> None:
-        self.retrying(f"writing SAE {doc['_id']}",
-                      lambda: self.saes.replace_one({"_id": doc["_id"]}, dict(doc), upsert=True))
+        self.retrying(
+            f"writing SAE {doc['_id']}",
+            lambda: self.saes.replace_one({"_id": doc["_id"]}, dict(doc), upsert=True),
+        )
 
     def set_sae_fields(self, sae_id: str, fields: Mapping[str, Any]) -> None:
-        self.retrying(f"updating SAE {sae_id}", lambda: self.saes.update_one({"_id": sae_id}, {"$set": dict(fields)}))
+        self.retrying(
+            f"updating SAE {sae_id}", lambda: self.saes.update_one({"_id": sae_id}, {"$set": dict(fields)})
+        )
 
-    def write_features(self, sae_id: str, document: Callable[[int], dict[str, Any]], d_sae: int, *,
-                       on_batch: Callable[[int], None] | None = None) -> int:
+    def write_features(
+        self,
+        sae_id: str,
+        document: Callable[[int], dict[str, Any]],
+        d_sae: int,
+        *,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> int:
         """Replace every feature document of `sae_id`: the old ones are deleted, the
         new ones (`document(i)` for i in 0..d_sae-1) inserted in batches. Returns
         the number written.
@@ -136,21 +163,29 @@ class Store:
         final read-back inserts anything a crashed server dropped, building those
         documents again. `on_batch(n_written)` runs after each batch.
         """
-        self.retrying(f"removing the old features of {sae_id}",
-                      lambda: self.features.delete_many({"sae_id": sae_id}))
+        self.retrying(
+            f"removing the old features of {sae_id}", lambda: self.features.delete_many({"sae_id": sae_id})
+        )
         started = time.perf_counter()
         for written, indices in self._batches(range(d_sae)):
             self._insert(sae_id, [document(i) for i in indices])
             if on_batch:
                 on_batch(written)
             if written % (self.batch_size * 16) == 0:
-                log.info("%s: %d/%d feature documents written (%.0f/s)", sae_id, written, d_sae,
-                         written / (time.perf_counter() - started))
+                log.info(
+                    "%s: %d/%d feature documents written (%.0f/s)",
+                    sae_id,
+                    written,
+                    d_sae,
+                    written / (time.perf_counter() - started),
+                )
         for _ in range(3):  # read back: a crashed server may have dropped acknowledged writes
             missing = sorted(set(range(d_sae)) - self.present_indices(sae_id))
             if not missing:
                 return d_sae
-            log.warning("%s: %d feature documents missing after the write; writing them again", sae_id, len(missing))
+            log.warning(
+                "%s: %d feature documents missing after the write; writing them again", sae_id, len(missing)
+            )
             for _, indices in self._batches(missing):
                 self._insert(sae_id, [document(i) for i in indices])
         raise StoreError(f"{sae_id}: feature documents still missing at {self.uri_shown} after rewriting")
@@ -158,13 +193,14 @@ class Store:
     def _batches(self, indices: Sequence[int]):
         """(number done after this batch, the batch's indices), `batch_size` at a time."""
         for start in range(0, len(indices), self.batch_size):
-            batch = indices[start:start + self.batch_size]
+            batch = indices[start : start + self.batch_size]
             yield start + len(batch), batch
 
     def present_indices(self, sae_id: str) -> set[int]:
-        return self.retrying(f"reading feature indices of {sae_id}", lambda: {
-            d["index"] for d in self.features.find({"sae_id": sae_id}, {"index": 1, "_id": 0})
-        })
+        return self.retrying(
+            f"reading feature indices of {sae_id}",
+            lambda: {d["index"] for d in self.features.find({"sae_id": sae_id}, {"index": 1, "_id": 0})},
+        )
 
     def _insert(self, sae_id: str, docs: list[dict[str, Any]]) -> None:
         def insert():

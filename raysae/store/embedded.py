@@ -71,23 +71,41 @@ class EmbeddedServer:
         if not config.exists():
             config.write_text("# raysae starts this server with flags; see raysae/store/embedded.py\n")
         self.port = self.port or free_port()
-        cmd = [exe, "--config", str(config), "--host", "127.0.0.1", "--port", str(self.port),
-               "--storage-path", str(self.directory / "db"), "--standalone", "--log-level", "WARNING"]
+        cmd = [
+            exe,
+            "--config",
+            str(config),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--storage-path",
+            str(self.directory / "db"),
+            "--standalone",
+            "--log-level",
+            "WARNING",
+        ]
         with open(self.log_file, "ab") as log:
-            self.process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            self.process = subprocess.Popen(
+                cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            )
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise StoreError(f"the embedded store server exited with code {self.process.returncode} "
-                                 f"(is another server using {self.directory}?):\n{self._log_tail()}")
+                raise StoreError(
+                    f"the embedded store server exited with code {self.process.returncode} "
+                    f"(is another server using {self.directory}?):\n{self._log_tail()}"
+                )
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
                 return self
             except OSError:
                 time.sleep(0.1)
         self.stop()
-        raise StoreError(f"the embedded store server did not listen on port {self.port} within "
-                         f"{START_TIMEOUT_S:.0f} s:\n{self._log_tail()}")
+        raise StoreError(
+            f"the embedded store server did not listen on port {self.port} within "
+            f"{START_TIMEOUT_S:.0f} s:\n{self._log_tail()}"
+        )
 
     def stop(self, *, kill: bool = False) -> None:
         """Shut the server down (`kill`: SIGKILL at once, as a crash would)."""

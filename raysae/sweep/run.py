@@ -63,16 +63,32 @@ def concurrency(cfg: RaysaeConfig, trials: list[list[RaysaeConfig]], cluster: di
     have_cpu, have_gpu = cluster.get("CPU", 0.0), cluster.get("GPU", 0.0)
     problems = []
     if cpus > have_cpu:
-        problems.append(("train.num_workers", f"a trial needs {cpus:g} CPUs (workers x train.cpus_per_worker, "
-                                              f"data, driver) but the Ray cluster has {have_cpu:g}"))
+        problems.append(
+            (
+                "train.num_workers",
+                f"a trial needs {cpus:g} CPUs (workers x train.cpus_per_worker, "
+                f"data, driver) but the Ray cluster has {have_cpu:g}",
+            )
+        )
     if gpus > have_gpu:
-        problems.append(("train.use_gpu", f"a trial needs {gpus:g} GPUs but the Ray cluster has {have_gpu:g}"))
-    custom = {k: v * m.train.num_workers for members in trials for m in members[:1]
-              for k, v in m.train.worker_resources.items()}
+        problems.append(
+            ("train.use_gpu", f"a trial needs {gpus:g} GPUs but the Ray cluster has {have_gpu:g}")
+        )
+    custom = {
+        k: v * m.train.num_workers
+        for members in trials
+        for m in members[:1]
+        for k, v in m.train.worker_resources.items()
+    }
     for name, amount in custom.items():
         if amount > cluster.get(name, 0.0):
-            problems.append(("train.worker_resources", f"a trial needs {amount:g} of resource {name!r} but the "
-                                                       f"Ray cluster has {cluster.get(name, 0.0):g}"))
+            problems.append(
+                (
+                    "train.worker_resources",
+                    f"a trial needs {amount:g} of resource {name!r} but the "
+                    f"Ray cluster has {cluster.get(name, 0.0):g}",
+                )
+            )
     if problems:
         raise ConfigError(problems)
     fit = int(have_cpu // cpus)
@@ -91,9 +107,17 @@ def _check_same_sweep(out: str, groups: list[list[dict[str, Any]]]) -> dict[str,
     if storage.exists(path):
         record = json.loads(storage.read_bytes(path))
         if record["trials"] != points:
-            raise ConfigError([("sweep.search_space", (
-                f"{out} holds a sweep with other trials; rerun with another `name` to start a new "
-                "sweep, or delete that folder to start this one over"))])
+            raise ConfigError(
+                [
+                    (
+                        "sweep.search_space",
+                        (
+                            f"{out} holds a sweep with other trials; rerun with another `name` to start a new "
+                            "sweep, or delete that folder to start this one over"
+                        ),
+                    )
+                ]
+            )
         return record
     record = {"trials": points}
     storage.write_bytes(path, json.dumps(record, indent=1).encode())
@@ -107,8 +131,11 @@ def _scheduler(cfg: RaysaeConfig):
     if s.type == "fifo":
         return tune.schedulers.FIFOScheduler()
     return tune.schedulers.ASHAScheduler(
-        time_attr="tokens", max_t=cfg.train.total_tokens, grace_period=s.grace_period_tokens,
-        reduction_factor=s.reduction_factor)
+        time_attr="tokens",
+        max_t=cfg.train.total_tokens,
+        grace_period=s.grace_period_tokens,
+        reduction_factor=s.reduction_factor,
+    )
 
 
 class Trial:
@@ -124,9 +151,15 @@ class Trial:
 
         index = config["trial"]
         members = self.trials[index]
-        run_training(members, sae_ids(members[0], index, len(members)), storage=storage.join(self.out, "checkpoints"),
-                     trial=trial_name(index), callbacks=[TuneReportCallback()],
-                     parent_run_id=self.parent_run_id, ranked=True)
+        run_training(
+            members,
+            sae_ids(members[0], index, len(members)),
+            storage=storage.join(self.out, "checkpoints"),
+            trial=trial_name(index),
+            callbacks=[TuneReportCallback()],
+            parent_run_id=self.parent_run_id,
+            ranked=True,
+        )
 
 
 def _rows(grid, groups: list[list[dict[str, Any]]], trials: list[list[RaysaeConfig]]) -> list[dict]:
@@ -137,8 +170,9 @@ def _rows(grid, groups: list[list[dict[str, Any]]], trials: list[list[RaysaeConf
         metrics = result.metrics or {}
         reported = {r["sae_id"]: r for r in metrics.get("saes", [])}
         members = trials[index]
-        for sae_id, point, member in zip(sae_ids(members[0], index, len(members)), groups[index], members,
-                                         strict=True):
+        for sae_id, point, member in zip(
+            sae_ids(members[0], index, len(members)), groups[index], members, strict=True
+        ):
             row = {"sae_id": sae_id, "architecture": member.sae.architecture, **point}
             row.update({k: v for k, v in reported.get(sae_id, {}).items() if k != "sae_id"})
             if result.error is not None:
@@ -175,7 +209,9 @@ def run_sweep(cfg: RaysaeConfig) -> tuple[list[dict], str]:
     check_run_storage(cfg)
     record = _check_same_sweep(out, groups)
     write_config(cfg, out)
-    log.info("sweep %s: %d trials of %d SAE(s), %d at a time", cfg.name, len(trials), len(trials[0]), n_parallel)
+    log.info(
+        "sweep %s: %d trials of %d SAE(s), %d at a time", cfg.name, len(trials), len(trials[0]), n_parallel
+    )
 
     seen = set()
     for members in trials:  # every distinct cache once, before any trial starts
@@ -186,7 +222,9 @@ def run_sweep(cfg: RaysaeConfig) -> tuple[list[dict], str]:
 
     client, experiment_id = mlflow_experiment(cfg)
     if "mlflow_parent_run_id" not in record:
-        parent = client.create_run(experiment_id, run_name=f"{cfg.name} (sweep)", tags={"raysae.sweep": cfg.name})
+        parent = client.create_run(
+            experiment_id, run_name=f"{cfg.name} (sweep)", tags={"raysae.sweep": cfg.name}
+        )
         record["mlflow_parent_run_id"] = parent.info.run_id
         storage.write_bytes(storage.join(out, "sweep.json"), json.dumps(record, indent=1).encode())
         params = {**flat_params(cfg), "sweep.trials": str(len(trials))}
@@ -205,8 +243,12 @@ def run_sweep(cfg: RaysaeConfig) -> tuple[list[dict], str]:
         tuner = tune.Tuner(
             trainable,
             param_space={"trial": tune.grid_search(list(range(len(trials))))},
-            tune_config=tune.TuneConfig(metric=cfg.sweep.metric, mode=cfg.sweep.mode, scheduler=_scheduler(cfg),
-                                        max_concurrent_trials=n_parallel),
+            tune_config=tune.TuneConfig(
+                metric=cfg.sweep.metric,
+                mode=cfg.sweep.mode,
+                scheduler=_scheduler(cfg),
+                max_concurrent_trials=n_parallel,
+            ),
             run_config=tune.RunConfig(name="tune", storage_path=out, verbose=1),
         )
     grid = tuner.fit()
@@ -222,8 +264,11 @@ def run_sweep(cfg: RaysaeConfig) -> tuple[list[dict], str]:
         log_batch(client, parent_id, metrics={f"best_{cfg.sweep.metric}": best[cfg.sweep.metric]})
         client.set_tag(parent_id, "raysae.best_sae", best["sae_id"])
     client.set_terminated(parent_id, status="FINISHED")
-    analysed = analyse(cfg, [storage.join(out, "saes", sae_id) for sae_id in select_saes(rows, cfg)],
-                       store_dir=storage.join(out, "store"))
+    analysed = analyse(
+        cfg,
+        [storage.join(out, "saes", sae_id) for sae_id in select_saes(rows, cfg)],
+        store_dir=storage.join(out, "store"),
+    )
     for row in rows:
         row["analysed"] = any(a["sae_id"] == row["sae_id"] for a in analysed)
     return rows, out
@@ -246,13 +291,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     others = [r for r in rows if r["status"] != "finished"]
     for r in others:
         print(f"{r['sae_id']}: {r['status']}{': ' + r['error'] if r.get('error') else ''}")
-    print(f"\n{len(done)} of {len(rows)} SAEs finished"
-          + (f"; best by {metric}: {done[0]['sae_id']} ({done[0][metric]:.4f})" if done else ""))
+    print(
+        f"\n{len(done)} of {len(rows)} SAEs finished"
+        + (f"; best by {metric}: {done[0]['sae_id']} ({done[0][metric]:.4f})" if done else "")
+    )
     analysed = [r["sae_id"] for r in rows if r.get("analysed")]
     store = redact(store_uri(cfg)) if store_uri(cfg) else f"embedded, data in {storage.join(out, 'store')}"
-    print(f"run directory: {out}\nresults: {storage.join(out, 'results.csv')}\n"
-          f"pareto: {storage.join(out, 'pareto.png')}\n"
-          f"SAEs (SAELens format): {storage.join(out, 'saes')}\nMLflow: {redact(tracking_uri(cfg))}\n"
-          f"features of {len(analysed)} SAE(s) (analysis.which={cfg.analysis.which}): {', '.join(analysed) or '-'}; "
-          f"store: {store}")
+    print(
+        f"run directory: {out}\nresults: {storage.join(out, 'results.csv')}\n"
+        f"pareto: {storage.join(out, 'pareto.png')}\n"
+        f"SAEs (SAELens format): {storage.join(out, 'saes')}\nMLflow: {redact(tracking_uri(cfg))}\n"
+        f"features of {len(analysed)} SAE(s) (analysis.which={cfg.analysis.which}): {', '.join(analysed) or '-'}; "
+        f"store: {store}"
+    )
     return 0 if done else 1

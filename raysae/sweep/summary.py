@@ -59,8 +59,13 @@ def write_pareto(rows: Sequence[Mapping[str, Any]], path: storage.Location, *, y
         ax.scatter([r["l0"] for r in mine], [r[y] for r in mine], label=arch, alpha=0.8)
     ax.plot([done[i]["l0"] for i in front], [done[i][y] for i in front], "k--", lw=1, label="frontier")
     for i in front:
-        ax.annotate(str(done[i]["sae_id"]).split("/", 1)[-1], (done[i]["l0"], done[i][y]), fontsize=7,
-                    xytext=(3, 3), textcoords="offset points")
+        ax.annotate(
+            str(done[i]["sae_id"]).split("/", 1)[-1],
+            (done[i]["l0"], done[i][y]),
+            fontsize=7,
+            xytext=(3, 3),
+            textcoords="offset points",
+        )
     ax.set_xlabel("L0 (active latents per token)")
     ax.set_ylabel(y.replace("_", " "))
     ax.grid(alpha=0.3)

@@ -6,6 +6,12 @@ from raysae.training.population import Member, Population, train_population
 from raysae.training.step import NonFiniteLossError, SAETrainer, StepMetrics
 
 __all__ = [
-    "Member", "NonFiniteLossError", "Population", "SAETrainer", "StepMetrics", "fit", "resolve_device",
+    "Member",
+    "NonFiniteLossError",
+    "Population",
+    "SAETrainer",
+    "StepMetrics",
+    "fit",
+    "resolve_device",
     "train_population",
 ]

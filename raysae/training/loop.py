@@ -44,22 +44,39 @@ def fit(
         if m.step % train_config.log_every_steps == 0:
             log_progress(m, train_config.total_tokens, started)
 
-    train_population(Population([member], stop_on_nonfinite=True), batches,
-                     init_tokens=train_config.init_tokens, device=device, on_step=report)
+    train_population(
+        Population([member], stop_on_nonfinite=True),
+        batches,
+        init_tokens=train_config.init_tokens,
+        device=device,
+        on_step=report,
+    )
     if not member.trainer.done:
-        log.warning("activation stream ended after %d of %d tokens",
-                    member.trainer.tokens_seen, train_config.total_tokens)
+        log.warning(
+            "activation stream ended after %d of %d tokens",
+            member.trainer.tokens_seen,
+            train_config.total_tokens,
+        )
     sae.fold_input_scale()
     sae.eval()
     return sae
 
 
-def log_progress(m: StepMetrics, total: int, started: float, *, label: str = "", tokens_at_start: int = 0) -> None:
+def log_progress(
+    m: StepMetrics, total: int, started: float, *, label: str = "", tokens_at_start: int = 0
+) -> None:
     """One progress line; tokens/s counts the tokens trained since `started` (after a resume,
     those beyond `tokens_at_start`)."""
     elapsed = time.perf_counter() - started
     log.info(
         "%sstep %d  tokens %d/%d (%.0f%%)  %.0f tok/s  loss %.4g  mse %.4g  l0 %.1f",
-        label, m.step, m.tokens, total, 100 * m.tokens / total, (m.tokens - tokens_at_start) / max(elapsed, 1e-9),
-        float(m.loss), float(m.mse_loss), float(m.l0),
+        label,
+        m.step,
+        m.tokens,
+        total,
+        100 * m.tokens / total,
+        (m.tokens - tokens_at_start) / max(elapsed, 1e-9),
+        float(m.loss),
+        float(m.mse_loss),
+        float(m.l0),
     )

@@ -81,8 +81,10 @@ class Population:
         return out
 
     def state_dict(self) -> list[dict]:
-        return [{"sae": m.sae.state_dict(), "trainer": m.trainer.state_dict(), "error": m.error}
-                for m in self.members]
+        return [
+            {"sae": m.sae.state_dict(), "trainer": m.trainer.state_dict(), "error": m.error}
+            for m in self.members
+        ]
 
     def load_state_dict(self, states: list[dict]) -> None:
         if len(states) != len(self.members):

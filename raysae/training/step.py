@@ -53,9 +53,7 @@ class SAETrainer:
         self.module = module if module is not None else sae
         self.cfg = cfg
         self.world_size = data_parallel_world()
-        self.optimizer = torch.optim.Adam(
-            sae.parameters(), lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2)
-        )
+        self.optimizer = torch.optim.Adam(sae.parameters(), lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2))
         self.tokens_seen = 0
         self.steps = 0
         k = getattr(sae, "k", None)

@@ -41,7 +41,9 @@ def test_file_order_is_shuffled_per_seed(tiny_config, ray_local):
 
 
 @pytest.mark.parametrize("where", ["local", "s3"])
-def test_interrupted_generation_resumes_exactly(where, tiny_config, ray_local, tmp_path, monkeypatch, request):
+def test_interrupted_generation_resumes_exactly(
+    where, tiny_config, ray_local, tmp_path, monkeypatch, request
+):
     root = str(tmp_path) if where == "local" else request.getfixturevalue("s3_bucket")
     clean_cfg = tiny_config(f"activations.cache_dir={tmp_path / 'clean'}")
     (clean,) = generate_caches(clean_cfg).values()
@@ -54,7 +56,9 @@ def test_interrupted_generation_resumes_exactly(where, tiny_config, ray_local, t
         real_flush(self)
         calls["n"] += 1
         if calls["n"] == 2:
-            storage.write_bytes(storage.join(self.dir, "shard-99999.parquet"), b"half-written")  # crash debris
+            storage.write_bytes(
+                storage.join(self.dir, "shard-99999.parquet"), b"half-written"
+            )  # crash debris
             raise KeyboardInterrupt
 
     monkeypatch.setattr(cache_writer.CacheBuilder, "flush", crashing_flush)
@@ -105,29 +109,34 @@ def test_incomplete_or_missing_cache_is_an_error(tmp_path):
         verify_cache(tmp_path)
 
 
-@pytest.mark.parametrize("override", [
-    "model.hook_point=blocks.0.hook_resid_post",
-    "model.random.seed=1",
-    "model.random.d_model=64",
-    "model.dtype=bfloat16",
-    "data.context_size=32",
-    "data.prepend_bos=false",
-    "data.exclude_bos=false",
-    "data.seed=3",
-    "data.path=/elsewhere",
-    "data.text_column=body",
-    "activations.n_tokens=3000",
-    "activations.dtype=float16",
-    "activations.seed=1",
-])
+@pytest.mark.parametrize(
+    "override",
+    [
+        "model.hook_point=blocks.0.hook_resid_post",
+        "model.random.seed=1",
+        "model.random.d_model=64",
+        "model.dtype=bfloat16",
+        "data.context_size=32",
+        "data.prepend_bos=false",
+        "data.exclude_bos=false",
+        "data.seed=3",
+        "data.path=/elsewhere",
+        "data.text_column=body",
+        "activations.n_tokens=3000",
+        "activations.dtype=float16",
+        "activations.seed=1",
+    ],
+)
 def test_key_changes_with_every_input(tiny_config, override):
     hook = lambda c: c.model.hook_point  # noqa: E731
     base, changed = tiny_config(), tiny_config(override)
     assert cache_key(base, hook(base), "tokens") != cache_key(changed, hook(changed), "tokens")
 
 
-@pytest.mark.parametrize("override", ["train.lr=0.1", "sae.k=8", "activations.num_actors=2",
-                                      "activations.model_batch_size=2", "name=other"])
+@pytest.mark.parametrize(
+    "override",
+    ["train.lr=0.1", "sae.k=8", "activations.num_actors=2", "activations.model_batch_size=2", "name=other"],
+)
 def test_key_ignores_what_does_not_change_activations(tiny_config, override):
     base, changed = tiny_config(), tiny_config(override)
     assert cache_key(base, "h", "tokens") == cache_key(changed, "h", "tokens")

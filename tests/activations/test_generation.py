@@ -34,8 +34,9 @@ def sorted_rows(rows):
 
 
 def test_pipeline_equals_direct_forward_exactly(tiny_config, ray_local):
-    cfg = tiny_config("activations.layouts=[contexts, tokens]",
-                      "model.extra_hook_points=[blocks.0.hook_mlp_out]")
+    cfg = tiny_config(
+        "activations.layouts=[contexts, tokens]", "model.extra_hook_points=[blocks.0.hook_mlp_out]"
+    )
     hooks = ["blocks.1.hook_resid_post", "blocks.0.hook_mlp_out"]
     dirs = generate_caches(cfg)
     n_ctx = cfg.activations.n_contexts
@@ -64,7 +65,9 @@ def test_early_stop_gives_the_same_activations(tiny_config):
     model = load_model(cfg.model)
     tokens = torch.randint(0, 30, (2, 16), generator=torch.Generator().manual_seed(0))
     stopped = hook_activations(model, tokens, ["blocks.0.hook_resid_post"])["blocks.0.hook_resid_post"]
-    _, cache = model.run_with_cache(tokens, names_filter=["blocks.0.hook_resid_post"], return_cache_object=False)
+    _, cache = model.run_with_cache(
+        tokens, names_filter=["blocks.0.hook_resid_post"], return_cache_object=False
+    )
     assert torch.equal(stopped, cache["blocks.0.hook_resid_post"])
 
 

@@ -26,17 +26,36 @@ def assets(offline_assets):
 @pytest.mark.slow
 def test_smollm2_activations_are_sane(assets, tmp_path):
     run = subprocess.run(
-        [sys.executable, "-m", "raysae.generate", "examples/quickstart.yaml",
-         "--set", f"activations.cache_dir={tmp_path}", "--set", "activations.n_tokens=3000",
-         "--set", "activations.shard_rows=1024", "--set", "activations.layouts=[tokens, contexts]",
-         "--set", "activations.n_contexts=8", "--set", "activations.num_actors=1"],
-        cwd=ROOT, capture_output=True, text=True, timeout=900,
+        [
+            sys.executable,
+            "-m",
+            "raysae.generate",
+            "examples/quickstart.yaml",
+            "--set",
+            f"activations.cache_dir={tmp_path}",
+            "--set",
+            "activations.n_tokens=3000",
+            "--set",
+            "activations.shard_rows=1024",
+            "--set",
+            "activations.layouts=[tokens, contexts]",
+            "--set",
+            "activations.n_contexts=8",
+            "--set",
+            "activations.num_actors=1",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert run.returncode == 0, run.stderr[-3000:]
     dirs = {line.split()[0]: Path(line.split()[-1]) for line in run.stdout.splitlines() if "blocks.5" in line}
     manifest = verify_cache(dirs["tokens"])
     assert manifest["d_model"] == 576 and manifest["n_tokens"] == 3000
-    rows = np.concatenate([tensor(pq.read_table(dirs["tokens"] / s["file"])["acts"]) for s in manifest["shards"]])
+    rows = np.concatenate(
+        [tensor(pq.read_table(dirs["tokens"] / s["file"])["acts"]) for s in manifest["shards"]]
+    )
     assert rows.shape == (3000, 576) and np.isfinite(rows).all()
     norms = np.linalg.norm(rows, axis=1)
     assert 1.0 < np.median(norms) < 1e4  # residual-stream scale, not zeros or blow-ups
@@ -51,6 +70,11 @@ def test_smollm2_activations_are_sane(assets, tmp_path):
 def test_generate_cli_bad_config_is_a_clean_error(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("activations:\n  layouts: [tokens, pictures]\n")
-    run = subprocess.run([sys.executable, "-m", "raysae.generate", str(bad)], capture_output=True, text=True,
-                         cwd=ROOT, timeout=120)
+    run = subprocess.run(
+        [sys.executable, "-m", "raysae.generate", str(bad)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
     assert run.returncode == 2 and "activations.layouts[1]" in run.stderr and "Traceback" not in run.stderr

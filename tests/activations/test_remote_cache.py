@@ -23,8 +23,9 @@ def test_a_cache_on_s3_equals_the_local_one(train_config, s3_bucket):
 
     assert generate_caches(remote) == {(hook, "tokens"): remote_dir}
     ours, theirs = verify_cache(remote_dir), verify_cache(local_dir)
-    assert [(s["file"], s["rows"], s["sha256"]) for s in ours["shards"]] == \
-        [(s["file"], s["rows"], s["sha256"]) for s in theirs["shards"]]  # byte for byte
+    assert [(s["file"], s["rows"], s["sha256"]) for s in ours["shards"]] == [
+        (s["file"], s["rows"], s["sha256"]) for s in theirs["shards"]
+    ]  # byte for byte
     assert storage.list_names(remote_dir) == sorted(["manifest.json", *(s["file"] for s in ours["shards"])])
 
     # Read in Ray workers, by both readers: the seeded file shuffle and the ordered shard sequence.

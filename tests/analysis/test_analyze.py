@@ -25,16 +25,30 @@ CONTEXTS = 40  # of 16 tokens, BOS excluded: 600 analysed tokens
 
 @pytest.fixture(scope="module")
 def analysed(train_config):
-    cfg = train_config("analysis", "activations.n_contexts=48", f"analysis.n_tokens={CONTEXTS * 15}",
-                       "analysis.num_actors=3", "analysis.cpus_per_actor=0.25", "analysis.batch_contexts=3",
-                       "analysis.top_examples=5", "analysis.band_examples=2", "analysis.histogram_bins=6",
-                       "analysis.window_before=4", "analysis.window_after=2", "analysis.logit_tokens=3")
+    cfg = train_config(
+        "analysis",
+        "activations.n_contexts=48",
+        f"analysis.n_tokens={CONTEXTS * 15}",
+        "analysis.num_actors=3",
+        "analysis.cpus_per_actor=0.25",
+        "analysis.batch_contexts=3",
+        "analysis.top_examples=5",
+        "analysis.band_examples=2",
+        "analysis.histogram_bins=6",
+        "analysis.window_before=4",
+        "analysis.window_after=2",
+        "analysis.logit_tokens=3",
+    )
     torch.manual_seed(0)
     sae = build_sae(cfg.sae, 32)
     with torch.no_grad():
         sae.W_enc.normal_(0, 0.3)
-    sae_dir = save_sae(sae, Path(run_dir(cfg)) / "saes" / "analysis" / "t000", config=cfg,
-                       record={"metrics": {"fvu": 0.5, "l0": 4.0}})
+    sae_dir = save_sae(
+        sae,
+        Path(run_dir(cfg)) / "saes" / "analysis" / "t000",
+        config=cfg,
+        record={"metrics": {"fvu": 0.5, "l0": 4.0}},
+    )
     summaries = analyse(cfg, [sae_dir])
     return cfg, sae_dir, summaries
 
@@ -83,11 +97,15 @@ def test_statistics_equal_a_single_process_reference(analysed, store):
         active = flat[:, i] > 0
         assert doc["act_frequency"] == active.mean()
         assert doc["max_activation"] == float(flat[:, i].max())
-        assert doc["mean_activation"] == pytest.approx(flat[active, i].astype(np.float64).mean() if active.any() else 0.0,
-                                                       rel=1e-9)
+        assert doc["mean_activation"] == pytest.approx(
+            flat[active, i].astype(np.float64).mean() if active.any() else 0.0, rel=1e-9
+        )
         edges = np.linspace(0.0, float(flat[:, i].max()), 7)
         assert doc["histogram"]["edges"] == edges.tolist()
-        assert doc["histogram"]["counts"] == np.histogram(flat[active, i].astype(np.float64), bins=edges)[0].tolist()
+        assert (
+            doc["histogram"]["counts"]
+            == np.histogram(flat[active, i].astype(np.float64), bins=edges)[0].tolist()
+        )
         peak = f[:, :, i].max(1)
         expected = sorted((c for c in range(CONTEXTS) if peak[c] > 0), key=lambda c: (-peak[c], ids[c]))[:5]
         assert [e["context_id"] for e in doc["top_examples"]] == [int(ids[c]) for c in expected]
@@ -95,11 +113,15 @@ def test_statistics_equal_a_single_process_reference(analysed, store):
             p = int(np.argmax(f[c, :, i]))
             lo, hi = max(p - 4, 0), min(p + 2, tokens.shape[1] - 1)
             assert e["max_activation"] == float(peak[c]) and e["peak"] == p - lo
-            assert e["tokens"] == [tokenizer.decode([int(t)]) for t in tokens[c, lo:hi + 1]]
-            assert e["activations"] == [float(v) for v in f[c, lo:hi + 1, i]]
+            assert e["tokens"] == [tokenizer.decode([int(t)]) for t in tokens[c, lo : hi + 1]]
+            assert e["activations"] == [float(v) for v in f[c, lo : hi + 1, i]]
             checked_examples += 1
-        assert [b["band"] for b in doc["band_examples"]] == ["80-100% of max", "40-60% of max", "0-20% of max",
-                                                           "non-activating"]
+        assert [b["band"] for b in doc["band_examples"]] == [
+            "80-100% of max",
+            "40-60% of max",
+            "0-20% of max",
+            "non-activating",
+        ]
         assert len(doc["logits"]["top"]) == len(doc["logits"]["bottom"]) == 3
     assert checked_examples > d_sae  # most features fire in several contexts
 
@@ -108,7 +130,9 @@ def test_sae_document_lists_metrics_and_checkpoint(analysed, store):
     _, sae_dir, _ = analysed
     doc = store.saes.find_one({"_id": "analysis/t000"})
     assert doc["metrics"]["fvu"] == 0.5 and doc["checkpoint"] == str(sae_dir.resolve())
-    assert doc["d_sae"] == 128 and doc["architecture"] == "topk" and doc["analysis"]["n_tokens"] == CONTEXTS * 15
+    assert (
+        doc["d_sae"] == 128 and doc["architecture"] == "topk" and doc["analysis"]["n_tokens"] == CONTEXTS * 15
+    )
     assert doc["analysis"]["finished_at"] is not None
 
 
@@ -121,8 +145,12 @@ def test_rerun_leaves_one_document_per_feature(analysed, request):
 
 
 def test_cli_names_a_missing_sae_directory(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "raysae.analyze", "--sae", str(tmp_path / "nope")],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "raysae.analyze", "--sae", str(tmp_path / "nope")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2 and "nope" in proc.stderr and "Traceback" not in proc.stderr
 
 
@@ -132,12 +160,15 @@ def test_live_activations_give_the_same_features_as_the_cache(analysed, store):
     cfg, sae_dir, _ = analysed
     cached = {d["index"]: d for d in store.features.find({"sae_id": "analysis/t000"}, {"_id": 0})}
     store.close()
-    live = cfg.model_copy(update={"activations": cfg.activations.model_copy(update={"source": "live"}),
-                                  "name": "analysis-live"})
+    live = cfg.model_copy(
+        update={"activations": cfg.activations.model_copy(update={"source": "live"}), "name": "analysis-live"}
+    )
     summary = analyse(live, [sae_dir])[0]
     assert summary["n_tokens"] == CONTEXTS * 15
-    with EmbeddedServer(Path(run_dir(live)) / "store") as srv, Store(os.environ.get("MONGODB_URI") or srv.uri,
-                                                              cfg.store.database) as s:
+    with (
+        EmbeddedServer(Path(run_dir(live)) / "store") as srv,
+        Store(os.environ.get("MONGODB_URI") or srv.uri, cfg.store.database) as s,
+    ):
         docs = list(s.features.find({"sae_id": "analysis/t000"}, {"_id": 0}))
     assert len(docs) == len(cached)
     same_top = 0
@@ -145,5 +176,7 @@ def test_live_activations_give_the_same_features_as_the_cache(analysed, store):
         ref = cached[doc["index"]]
         assert doc["act_frequency"] == pytest.approx(ref["act_frequency"], abs=2 / 600)
         assert doc["max_activation"] == pytest.approx(ref["max_activation"], rel=1e-4, abs=1e-6)
-        same_top += [e["context_id"] for e in doc["top_examples"]] == [e["context_id"] for e in ref["top_examples"]]
+        same_top += [e["context_id"] for e in doc["top_examples"]] == [
+            e["context_id"] for e in ref["top_examples"]
+        ]
     assert same_top >= 0.95 * len(docs)

@@ -8,7 +8,9 @@ from raysae.config import ModelConfig
 
 
 def test_decoder_logits_rank_tokens_as_norm_then_unembed_does(tokenizer_dir):
-    model = load_model(ModelConfig(name="random", tokenizer=str(tokenizer_dir), random={"d_model": 32, "n_layers": 1}))
+    model = load_model(
+        ModelConfig(name="random", tokenizer=str(tokenizer_dir), random={"d_model": 32, "n_layers": 1})
+    )
     unembed = model_unembedding(model)
     assert unembed.centre  # the random TL-native model has a LayerNorm
     W_dec = torch.randn(20, 32)
@@ -16,7 +18,9 @@ def test_decoder_logits_rank_tokens_as_norm_then_unembed_does(tokenizer_dir):
     with torch.no_grad():
         # What the model does to a residual vector x, minus what it does to 0: the
         # direction's own effect, scaled by the norm's positive 1/std(x).
-        through = model.unembed(model.ln_final(W_dec[:, None])) - model.unembed(model.ln_final(torch.zeros(1, 1, 32)))
+        through = model.unembed(model.ln_final(W_dec[:, None])) - model.unembed(
+            model.ln_final(torch.zeros(1, 1, 32))
+        )
         through = through[:, 0]
     expected = through.topk(5, dim=-1)
     assert (torch.as_tensor(top_ids) == expected.indices).all()

@@ -46,11 +46,21 @@ def run(sae, acts, tokens, ids, splits, *, n_top=4, per_band=3, bins=7, before=3
         totals.add(enc)
         peaks.add(enc, cid)
     edges = histogram_edges(totals.max, bins)
-    ex = select_examples(peaks.arrays(), totals.max, np.concatenate([p[1] for p in parts]), n_top=n_top,
-                         bands=BANDS, per_band=per_band)
+    ex = select_examples(
+        peaks.arrays(),
+        totals.max,
+        np.concatenate([p[1] for p in parts]),
+        n_top=n_top,
+        bands=BANDS,
+        per_band=per_band,
+    )
     hist = sum(histogram_counts(enc, edges) for enc, _, _ in parts)
     width = before + after + 1
-    win = (np.zeros(len(ex.feat), int), np.full((len(ex.feat), width), -1), np.full((len(ex.feat), width), np.nan))
+    win = (
+        np.zeros(len(ex.feat), int),
+        np.full((len(ex.feat), width), -1),
+        np.full((len(ex.feat), width), np.nan),
+    )
     for enc, cid, tok in parts:
         which, start, t, a = example_windows(enc, cid, tok, D_SAE, ex, before, after)
         win[0][which], win[1][which], win[2][which] = start, t, a
@@ -73,7 +83,9 @@ def test_totals_and_histograms_match_a_dense_reference(data):
     assert totals.n_tokens == keep.sum() == N_CTX * (SEQ - 1)
     np.testing.assert_array_equal(totals.count, (flat > 0).sum(0))
     np.testing.assert_array_equal(totals.max, flat.max(0).astype(np.float32))
-    active_mean = np.array([flat[flat[:, i] > 0, i].mean() if (flat[:, i] > 0).any() else 0.0 for i in range(D_SAE)])
+    active_mean = np.array(
+        [flat[flat[:, i] > 0, i].mean() if (flat[:, i] > 0).any() else 0.0 for i in range(D_SAE)]
+    )
     np.testing.assert_allclose(totals.mean, active_mean, rtol=1e-12)
     np.testing.assert_allclose(totals.frequency, (flat > 0).mean(0), rtol=1e-15)
     assert (totals.count[:3] == 0).all() and (totals.count > 0).sum() > D_SAE // 2
@@ -87,8 +99,9 @@ def test_totals_and_histograms_match_a_dense_reference(data):
 def test_examples_match_a_dense_reference(data):
     sae, acts, tokens, ids = data
     n_top, per_band, before, after = 4, 3, 3, 2
-    totals, ex, _, _, (start, win_tok, win_act) = run(sae, acts, tokens, ids, [np.arange(N_CTX)], n_top=n_top,
-                                                      per_band=per_band, before=before, after=after)
+    totals, ex, _, _, (start, win_tok, win_act) = run(
+        sae, acts, tokens, ids, [np.arange(N_CTX)], n_top=n_top, per_band=per_band, before=before, after=after
+    )
     f, _ = reference(sae, acts, tokens)
     f32 = f.astype(np.float32)
     for i in range(D_SAE):
@@ -103,13 +116,18 @@ def test_examples_match_a_dense_reference(data):
             lo, hi = max(p - before, 0), min(p + after, SEQ - 1)
             valid = win_tok[e] >= 0
             assert start[e] == lo
-            np.testing.assert_array_equal(win_tok[e][valid], tokens[c, lo:hi + 1])
-            np.testing.assert_array_equal(win_act[e][valid], f32[c, lo:hi + 1, i])
+            np.testing.assert_array_equal(win_tok[e][valid], tokens[c, lo : hi + 1])
+            np.testing.assert_array_equal(win_act[e][valid], f32[c, lo : hi + 1, i])
         for b, (low, high) in enumerate(BANDS):
             m = float(totals.max[i])
-            eligible = [c for c in range(N_CTX) if peak[c] > 0 and peak[c] >= low * m
-                        and (peak[c] < high * m if high < 1 else True)]
-            by_priority = sorted(eligible, key=lambda c: (int(example_priority(ids[c], i)), ids[c]))[:per_band]
+            eligible = [
+                c
+                for c in range(N_CTX)
+                if peak[c] > 0 and peak[c] >= low * m and (peak[c] < high * m if high < 1 else True)
+            ]
+            by_priority = sorted(eligible, key=lambda c: (int(example_priority(ids[c], i)), ids[c]))[
+                :per_band
+            ]
             mine = np.flatnonzero((ex.feat == i) & (ex.group == b))
             assert list(ex.context[mine]) == [ids[c] for c in by_priority]
         quiet = np.flatnonzero((ex.feat == i) & (ex.group == len(BANDS)))

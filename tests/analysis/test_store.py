@@ -34,8 +34,13 @@ def store(server, request):
 
 def docs(sae_id, n, tag=0):
     """Feature `i`'s document, built on demand as the analysis builds them."""
-    return lambda i: {"sae_id": sae_id, "index": i, "act_frequency": i / n, "max_activation": float(tag),
-                      "top_examples": [{"tokens": ["a", "b"], "activations": [0.5, 1.0]}]}
+    return lambda i: {
+        "sae_id": sae_id,
+        "index": i,
+        "act_frequency": i / n,
+        "max_activation": float(tag),
+        "top_examples": [{"tokens": ["a", "b"], "activations": [0.5, 1.0]}],
+    }
 
 
 def test_rewriting_replaces_and_a_narrower_sae_drops_stale_features(store):

@@ -26,8 +26,11 @@ def train_worker_nodes() -> dict[str, str]:
     """{actor id: node IP} of the live Ray Train workers, from the GCS actor table
     (each simulated node has an IP of its own)."""
     table = ray._private.state.state.actor_table(None)
-    return {a: info["Address"]["IPAddress"] for a, info in table.items()
-            if info.get("State") == "ALIVE" and "RayTrainWorker" in info.get("ActorClassName", "")}
+    return {
+        a: info["Address"]["IPAddress"]
+        for a, info in table.items()
+        if info.get("State") == "ALIVE" and "RayTrainWorker" in info.get("ActorClassName", "")
+    }
 
 
 def checkpointed_trials(out: str) -> set[str]:
@@ -57,8 +60,12 @@ def main() -> None:
     workers = [add_worker() for _ in range(2)]
     cluster.wait_for_nodes()
     ray.init(address=cluster.address)
-    summary = {"worker_nodes": [w.node_ip_address for w in workers], "train_nodes": set(), "removed": None,
-               "runs": 0}
+    summary = {
+        "worker_nodes": [w.node_ip_address for w in workers],
+        "train_nodes": set(),
+        "removed": None,
+        "runs": 0,
+    }
 
     proc = sweep(config, cluster.address)
     summary["runs"] += 1

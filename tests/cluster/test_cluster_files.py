@@ -25,7 +25,10 @@ def test_gpu_yaml_passes_rays_cluster_config_validation(gpu_config):
     types = prepared["available_node_types"]
     assert prepared["head_node_type"] == "head" and types["gpu_worker"]["max_workers"] == 8
     assert "g5" in types["gpu_worker"]["node_config"]["InstanceType"]
-    assert prepared["docker"]["image"].startswith("rayproject/ray:2.60.0-") and "gpu" in prepared["docker"]["image"]
+    assert (
+        prepared["docker"]["image"].startswith("rayproject/ray:2.60.0-")
+        and "gpu" in prepared["docker"]["image"]
+    )
 
 
 def test_a_misspelled_key_fails_the_same_validation(gpu_config):
@@ -53,16 +56,27 @@ def test_rayjob_runs_the_sweep_with_gpus_on_workers_only():
     spec = job["spec"]["rayClusterSpec"]
     head = spec["headGroupSpec"]["template"]["spec"]["containers"][0]
     workers = spec["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]
-    assert "nvidia.com/gpu" not in head["resources"]["limits"] and spec["headGroupSpec"]["rayStartParams"]["num-gpus"] == "0"
+    assert (
+        "nvidia.com/gpu" not in head["resources"]["limits"]
+        and spec["headGroupSpec"]["rayStartParams"]["num-gpus"] == "0"
+    )
     assert workers["resources"]["limits"]["nvidia.com/gpu"] == "1"
     for c in (head, workers):
         assert {"name": "shared", "mountPath": "/mnt/raysae"} in c["volumeMounts"]
-        assert any(e["name"] == "MONGODB_URI" and "secretKeyRef" in e["valueFrom"] for e in c["env"] if "valueFrom" in e)
-    assert "/mnt/raysae/cache" in job["spec"]["entrypoint"] and "/mnt/raysae/runs" in job["spec"]["entrypoint"]
+        assert any(
+            e["name"] == "MONGODB_URI" and "secretKeyRef" in e["valueFrom"]
+            for e in c["env"]
+            if "valueFrom" in e
+        )
+    assert (
+        "/mnt/raysae/cache" in job["spec"]["entrypoint"] and "/mnt/raysae/runs" in job["spec"]["entrypoint"]
+    )
 
 
 def test_every_file_the_cluster_commands_name_exists():
-    text = "\n".join((CLUSTER / f).read_text() for f in ("README.md", "gpu.yaml", "rayjob.yaml", "Dockerfile"))
+    text = "\n".join(
+        (CLUSTER / f).read_text() for f in ("README.md", "gpu.yaml", "rayjob.yaml", "Dockerfile")
+    )
     named = set(re.findall(r"\b((?:cluster|sweeps)/[\w.-]+\.(?:yaml|md)|cluster/Dockerfile)\b", text))
     assert {"cluster/gpu.yaml", "cluster/rayjob.yaml", "sweeps/topk.yaml", "cluster/Dockerfile"} <= named
     for path in named:

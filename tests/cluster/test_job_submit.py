@@ -39,14 +39,39 @@ def head():
     temp = tempfile.mkdtemp(prefix="rj", dir="/tmp")  # short: Ray's socket paths must fit 107 chars
     gcs, dashboard = free_port(), free_port()
     # every port of its own: the tests' shared Ray already holds the default agent/metrics ports
-    ports = [f"--{name}={free_port()}" for name in (
-        "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "metrics-export-port",
-        "runtime-env-agent-port", "ray-client-server-port")]
+    ports = [
+        f"--{name}={free_port()}"
+        for name in (
+            "dashboard-agent-listen-port",
+            "dashboard-agent-grpc-port",
+            "metrics-export-port",
+            "runtime-env-agent-port",
+            "ray-client-server-port",
+        )
+    ]
     proc = subprocess.Popen(
-        [str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={gcs}", *ports,
-         "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
-         "--num-cpus=4", "--num-gpus=0", f"--temp-dir={temp}", "--disable-usage-stats"],
-        env=ray_env(token), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        [
+            str(BIN / "ray"),
+            "start",
+            "--head",
+            "--block",
+            "--node-ip-address=127.0.0.1",
+            f"--port={gcs}",
+            *ports,
+            "--include-dashboard=true",
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={dashboard}",
+            "--num-cpus=4",
+            "--num-gpus=0",
+            f"--temp-dir={temp}",
+            "--disable-usage-stats",
+        ],
+        env=ray_env(token),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     address = f"http://127.0.0.1:{dashboard}"
     try:
         deadline = time.monotonic() + 120
@@ -58,8 +83,10 @@ def head():
             except Exception as exc:
                 if proc.poll() is not None or time.monotonic() > deadline:
                     os.killpg(proc.pid, signal.SIGKILL)
-                    raise RuntimeError(f"ray start: no dashboard at {address} ({exc}): "
-                                       f"{proc.communicate(timeout=30)[0][-3000:]}") from None
+                    raise RuntimeError(
+                        f"ray start: no dashboard at {address} ({exc}): "
+                        f"{proc.communicate(timeout=30)[0][-3000:]}"
+                    ) from None
                 time.sleep(1)
         yield address, token
     finally:
@@ -83,13 +110,31 @@ def stop_group(proc: subprocess.Popen) -> None:
 
 def test_sweep_runs_as_a_submitted_job(head, train_config, tmp_path):
     address, token = head
-    cfg = train_config("jobsweep", "sweep.search_space={train.lr: {grid: [0.003, 0.001]}}", "analysis.which=best")
+    cfg = train_config(
+        "jobsweep", "sweep.search_space={train.lr: {grid: [0.003, 0.001]}}", "analysis.which=best"
+    )
     config_file = write_config(cfg, tmp_path)
     for _ in range(30):  # the head's job agent starts a little after its dashboard answers
         submit = subprocess.run(
-            [str(BIN / "ray"), "job", "submit", "--address", address, "--working-dir", str(ROOT), "--",
-             "python", "-m", "raysae.sweep", str(config_file)],
-            env=ray_env(token), capture_output=True, text=True, timeout=900)
+            [
+                str(BIN / "ray"),
+                "job",
+                "submit",
+                "--address",
+                address,
+                "--working-dir",
+                str(ROOT),
+                "--",
+                "python",
+                "-m",
+                "raysae.sweep",
+                str(config_file),
+            ],
+            env=ray_env(token),
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
         if "No available agent to submit job" not in submit.stderr:
             break
         time.sleep(2)
@@ -104,10 +149,17 @@ def test_sweep_runs_as_a_submitted_job(head, train_config, tmp_path):
 
 def test_the_cluster_refuses_a_client_without_the_token(head):
     address, _ = head
-    refused = subprocess.run([str(BIN / "ray"), "job", "list", "--address", address],
-                             env=ray_env("not-the-token"), capture_output=True, text=True, timeout=120)
+    refused = subprocess.run(
+        [str(BIN / "ray"), "job", "list", "--address", address],
+        env=ray_env("not-the-token"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert refused.returncode != 0 and "token authentication is enabled" in refused.stderr.lower()
     for headers in ({}, {"Authorization": "Bearer not-the-token"}):
         with pytest.raises(urllib.error.HTTPError) as denied:
-            urllib.request.urlopen(urllib.request.Request(f"{address}/api/jobs/", headers=headers), timeout=10)
+            urllib.request.urlopen(
+                urllib.request.Request(f"{address}/api/jobs/", headers=headers), timeout=10
+            )
         assert denied.value.code in (401, 403)

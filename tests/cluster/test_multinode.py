@@ -21,22 +21,33 @@ HERE = Path(__file__).parent
 @pytest.mark.slow
 def test_sweep_spreads_over_nodes_and_survives_losing_one(train_config, tmp_path, s3_bucket):
     server = EmbeddedServer(tmp_path / "store").start()
-    cfg = train_config("multinode", "sweep.search_space={train.lr: {grid: [0.003, 0.001]}}",
-                       "train.worker_resources={sae_gpu: 1}", "train.batch_size=64",
-                       "train.checkpoint_every_tokens=1024", "analysis.which=best",
-                       f"output_dir={s3_bucket}/runs", f"activations.cache_dir={s3_bucket}/cache",
-                       f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}", f"store.uri={server.uri}")
+    cfg = train_config(
+        "multinode",
+        "sweep.search_space={train.lr: {grid: [0.003, 0.001]}}",
+        "train.worker_resources={sae_gpu: 1}",
+        "train.batch_size=64",
+        "train.checkpoint_every_tokens=1024",
+        "analysis.which=best",
+        f"output_dir={s3_bucket}/runs",
+        f"activations.cache_dir={s3_bucket}/cache",
+        f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
+        f"store.uri={server.uri}",
+    )
     out = storage.join(cfg.output_dir, "multinode")
     try:
-        run = subprocess.run([sys.executable, str(HERE / "multinode_sweep.py"), write_config(cfg, tmp_path), out],
-                             capture_output=True, text=True, timeout=1500)
+        run = subprocess.run(
+            [sys.executable, str(HERE / "multinode_sweep.py"), write_config(cfg, tmp_path), out],
+            capture_output=True,
+            text=True,
+            timeout=1500,
+        )
         with Store(server.uri, cfg.store.database) as store:
             analysed = [d["_id"] for d in store.saes.find({"name": "multinode"})]
     finally:
         server.stop()
     line = [t for t in run.stdout.splitlines() if t.startswith("SUMMARY ")]
     assert run.returncode == 0 and line, run.stdout[-3000:] + run.stderr[-3000:]
-    summary = json.loads(line[-1][len("SUMMARY "):])
+    summary = json.loads(line[-1][len("SUMMARY ") :])
     assert summary["exit"] == 0
     # the custom resource only exists on worker nodes: training ran there, one trial per node
     assert set(summary["train_nodes"]) <= set(summary["worker_nodes"]) and len(summary["train_nodes"]) >= 2
@@ -44,8 +55,10 @@ def test_sweep_spreads_over_nodes_and_survives_losing_one(train_config, tmp_path
     rows = read_results(storage.join(out, "results.csv"))
     assert sorted(r["sae_id"] for r in rows) == ["multinode/t000", "multinode/t001"]
     assert all(r["status"] == "finished" for r in rows)
-    resumed = [read_json(storage.join(out, "saes", r["sae_id"], "raysae.json")).get("resumed_from_tokens") or 0
-               for r in rows]
+    resumed = [
+        read_json(storage.join(out, "saes", r["sae_id"], "raysae.json")).get("resumed_from_tokens") or 0
+        for r in rows
+    ]
     assert max(resumed) > 0  # the lost trial continued from its checkpoint, not from scratch
     assert len(analysed) == 1 and analysed[0] in {r["sae_id"] for r in rows}  # analysis read the SAE from S3
     assert not Path(train_config("multinode").output_dir, "multinode").exists()  # nothing on a local disk

@@ -48,8 +48,18 @@ def test_saelens_loads_our_checkpoint(architecture, planted, tmp_path):
     x = planted.sample(1024, torch.Generator().manual_seed(7))
     torch.save(x, tmp_path / "x.pt")
     run = subprocess.run(
-        [sys.executable, "-c", SCRIPT, str(tmp_path / "sae"), str(tmp_path / "x.pt"), str(tmp_path / "out.pt")],
-        env={**os.environ, "PYTHONPATH": str(env)}, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-c",
+            SCRIPT,
+            str(tmp_path / "sae"),
+            str(tmp_path / "x.pt"),
+            str(tmp_path / "out.pt"),
+        ],
+        env={**os.environ, "PYTHONPATH": str(env)},
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert run.returncode == 0, run.stderr[-3000:]
     info = json.loads(run.stdout.strip().splitlines()[-1])

@@ -150,8 +150,10 @@ def test_population_members_override_per_sae_settings_only():
 
     cfg = load_config(None, ["train.population=[{sae.architecture: jumprelu}, {sae.k: 8, train.lr: 0.01}]"])
     members = member_configs(cfg)
-    assert [(m.sae.architecture, m.sae.k, m.train.lr) for m in members] == [("jumprelu", 32, 3e-4),
-                                                                          ("topk", 8, 0.01)]
+    assert [(m.sae.architecture, m.sae.k, m.train.lr) for m in members] == [
+        ("jumprelu", 32, 3e-4),
+        ("topk", 8, 0.01),
+    ]
     assert all(m.train.population == [] for m in members)
     assert member_configs(load_config()) == [load_config()]
     with pytest.raises(ConfigError) as err:

@@ -12,17 +12,28 @@ from raysae.dashboard.render import number
 from tests.conftest import HTML_PAYLOAD
 
 SAE = "browse/t000"
-ARTIFACTS = Path(os.environ.get("RAYSAE_TEST_ARTIFACTS", Path(__file__).parents[2] / "test-artifacts")) / "dashboard"
+ARTIFACTS = (
+    Path(os.environ.get("RAYSAE_TEST_ARTIFACTS", Path(__file__).parents[2] / "test-artifacts")) / "dashboard"
+)
 # As root and on a closed network: no sandbox, no background connections to Google.
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-sync",
-                 "--disable-background-networking", "--disable-component-update"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-sync",
+    "--disable-background-networking",
+    "--disable-component-update",
+]
 
 
 def chromium_path() -> str:
     found = os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
     if not found:
-        pytest.fail("Chromium is missing: `bash scripts/install.sh --dev` installs Debian's chromium "
-                    "(or set CHROMIUM=/path/to/chromium)")
+        pytest.fail(
+            "Chromium is missing: `bash scripts/install.sh --dev` installs Debian's chromium "
+            "(or set CHROMIUM=/path/to/chromium)"
+        )
     return found
 
 
@@ -85,8 +96,11 @@ def test_feature_page_shows_stats_shaded_examples_and_logits(page, site, browsed
     peak = examples.first.locator(".tok.peak")
     assert peak.get_attribute("title") == number(first["max_activation"], 4)  # hover shows the value
     assert "rgba(255, 140, 0, 1" in peak.get_attribute("style")  # the top example's peak: full shade
-    shaded = [s for s in tokens.evaluate_all("els => els.map(e => getComputedStyle(e).backgroundColor)")
-              if s not in ("rgba(0, 0, 0, 0)", "transparent")]
+    shaded = [
+        s
+        for s in tokens.evaluate_all("els => els.map(e => getComputedStyle(e).backgroundColor)")
+        if s not in ("rgba(0, 0, 0, 0)", "transparent")
+    ]
     assert shaded, "no token of the top example is highlighted"
     peak.hover()
     for side in ("top", "bottom"):

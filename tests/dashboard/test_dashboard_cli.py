@@ -13,11 +13,17 @@ import pytest
 
 
 def start(*args):
-    return subprocess.Popen([sys.executable, "-m", "raysae.dashboard", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "raysae.dashboard", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
-@pytest.mark.skipif(bool(os.environ.get("MONGODB_URI")), reason="the analysis wrote to MONGODB_URI, not a folder")
+@pytest.mark.skipif(
+    bool(os.environ.get("MONGODB_URI")), reason="the analysis wrote to MONGODB_URI, not a folder"
+)
 def test_serves_a_finished_runs_store_until_interrupted(browsed_run):
     cfg, run, _ = browsed_run
     proc = start("--store", str(run), "--port", "0", "--database", cfg.store.database)
@@ -40,15 +46,22 @@ def test_serves_a_finished_runs_store_until_interrupted(browsed_run):
     assert proc.returncode == 0
 
 
-@pytest.mark.parametrize("args,says", [
-    (["--store", "/nonexistent/run"], "no embedded store here"),
-    (["--uri", "mongodb://127.0.0.1:9/"], "cannot reach the store"),
-    (["--uri", "mongodb://user:hunter2@[bad"], "malformed"),
-])
+@pytest.mark.parametrize(
+    "args,says",
+    [
+        (["--store", "/nonexistent/run"], "no embedded store here"),
+        (["--uri", "mongodb://127.0.0.1:9/"], "cannot reach the store"),
+        (["--uri", "mongodb://user:hunter2@[bad"], "malformed"),
+    ],
+)
 def test_bad_store_exits_2_quickly_with_a_clear_message(args, says):
     started = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "raysae.dashboard", *args, "--port", "0"], capture_output=True,
-                          text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "raysae.dashboard", *args, "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2, proc.stderr
     assert says in proc.stderr and "Traceback" not in proc.stderr and "hunter2" not in proc.stderr
     assert time.monotonic() - started < 30

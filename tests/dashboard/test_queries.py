@@ -16,8 +16,11 @@ def client(browsed_store):
 
 def all_features(store, sae_id):
     """Every feature document of the SAE, fetched whole: the independent reference."""
-    return list(store.features.find({"sae_id": sae_id}, {"_id": 0, "index": 1, "act_frequency": 1,
-                                                         "max_activation": 1}))
+    return list(
+        store.features.find(
+            {"sae_id": sae_id}, {"_id": 0, "index": 1, "act_frequency": 1, "max_activation": 1}
+        )
+    )
 
 
 def every_page(store, sae, **kw):
@@ -28,11 +31,14 @@ def every_page(store, sae, **kw):
     return first, [r["index"] for r in rows]
 
 
-@pytest.mark.parametrize("order,key", [
-    ("index", lambda d: d["index"]),
-    ("frequency", lambda d: (-d["act_frequency"], d["index"])),
-    ("max", lambda d: (-d["max_activation"], d["index"])),
-])
+@pytest.mark.parametrize(
+    "order,key",
+    [
+        ("index", lambda d: d["index"]),
+        ("frequency", lambda d: (-d["act_frequency"], d["index"])),
+        ("max", lambda d: (-d["max_activation"], d["index"])),
+    ],
+)
 def test_pages_list_every_feature_once_in_order(browsed_store, order, key):
     sae = queries.get_sae(browsed_store, SAE)
     reference = [d["index"] for d in sorted(all_features(browsed_store, SAE), key=key)]
@@ -47,7 +53,9 @@ def test_a_frequency_range_lists_exactly_the_features_inside_it(browsed_store):
     freqs = sorted({d["act_frequency"] for d in docs})
     assert len(freqs) > 10
     lo, hi = freqs[len(freqs) // 4], freqs[3 * len(freqs) // 4]  # bounds that are real values: inclusive
-    inside = sorted((d for d in docs if lo <= d["act_frequency"] <= hi), key=lambda d: (-d["act_frequency"], d["index"]))
+    inside = sorted(
+        (d for d in docs if lo <= d["act_frequency"] <= hi), key=lambda d: (-d["act_frequency"], d["index"])
+    )
     first, listed = every_page(browsed_store, sae, min_freq=lo, max_freq=hi)
     assert first.total == len(inside) and listed == [d["index"] for d in inside]
     _, none = every_page(browsed_store, sae, min_freq=2.0)
@@ -93,17 +101,20 @@ def test_pages_render_and_link(client, browsed_store):
     assert feature.status_code == 200 and 'id="feature-index">7<' in feature.get_data(as_text=True)
 
 
-@pytest.mark.parametrize("url,code,says", [
-    ("/sae/no/such/sae", 404, "No SAE called"),
-    (f"/sae/{SAE}/feature/128", 404, "has no feature 128"),
-    ("/sae/no-such/feature/1", 404, "No SAE called"),
-    ("/pareto/nothing.png", 404, "No Pareto plot"),
-    (f"/sae/{SAE}?page=two", 400, "page must be a whole number"),
-    (f"/sae/{SAE}?order=size", 400, "order must be one of"),
-    (f"/sae/{SAE}?min_freq=lots", 400, "min_freq must be a number"),
-    ("/?sort=password", 400, "cannot sort by"),
-    ("/nowhere", 404, "Not Found"),
-])
+@pytest.mark.parametrize(
+    "url,code,says",
+    [
+        ("/sae/no/such/sae", 404, "No SAE called"),
+        (f"/sae/{SAE}/feature/128", 404, "has no feature 128"),
+        ("/sae/no-such/feature/1", 404, "No SAE called"),
+        ("/pareto/nothing.png", 404, "No Pareto plot"),
+        (f"/sae/{SAE}?page=two", 400, "page must be a whole number"),
+        (f"/sae/{SAE}?order=size", 400, "order must be one of"),
+        (f"/sae/{SAE}?min_freq=lots", 400, "min_freq must be a number"),
+        ("/?sort=password", 400, "cannot sort by"),
+        ("/nowhere", 404, "Not Found"),
+    ],
+)
 def test_bad_addresses_get_an_error_page_not_a_traceback(client, url, code, says):
     response = client.get(url)
     body = response.get_data(as_text=True)

@@ -29,7 +29,9 @@ def test_the_last_shards_are_held_out(train_config):
     held = [s["rows"] for s in split.held_out]
     assert sum(held) >= 2048 > sum(held[1:])  # the fewest last shards that cover eval_tokens
     assert split.train + split.held_out == split_cache(cfg, checksums=False).train + split.held_out
-    with pytest.raises(ConfigError, match=r"train.eval_tokens: holding out 20000 rows of the cache .* leaves no"):
+    with pytest.raises(
+        ConfigError, match=r"train.eval_tokens: holding out 20000 rows of the cache .* leaves no"
+    ):
         split_cache(train_config("split", "train.eval_tokens=20000"))
 
 
@@ -41,7 +43,11 @@ def test_the_stream_restarts_at_the_shard_holding_the_checkpoint(train_config, t
     rows = [s["rows"] for s in shard_sequence(split_cache(cfg).train, cfg.activations.seed, stream_rows(cfg))]
     starts = np.cumsum([0, *rows])
     write_position(tmp_path, int(starts[2]) + 10)  # inside the third shard
-    resumed = np.concatenate([b["acts"] for b in stream().iter_batches(batch_size=None, batch_format="numpy")])
-    assert np.array_equal(resumed, full[starts[2]:])
+    resumed = np.concatenate(
+        [b["acts"] for b in stream().iter_batches(batch_size=None, batch_format="numpy")]
+    )
+    assert np.array_equal(resumed, full[starts[2] :])
     held = np.concatenate([b["acts"] for b in held_out_dataset(cfg).iter_batches(batch_format="numpy")])
-    assert held.shape == (sum(s["rows"] for s in split_cache(cfg).held_out), 32) and not any(np.array_equal(held[:1], full[i : i + 1]) for i in range(len(full)))
+    assert held.shape == (sum(s["rows"] for s in split_cache(cfg).held_out), 32) and not any(
+        np.array_equal(held[:1], full[i : i + 1]) for i in range(len(full))
+    )

@@ -22,8 +22,13 @@ ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 
 def train(cfg, *, on_step=None):
-    return run_training([cfg], [f"{cfg.name}/train"], storage=Path(cfg.output_dir) / cfg.name / "checkpoints",
-                        trial="train", on_step=on_step)[0]
+    return run_training(
+        [cfg],
+        [f"{cfg.name}/train"],
+        storage=Path(cfg.output_dir) / cfg.name / "checkpoints",
+        trial="train",
+        on_step=on_step,
+    )[0]
 
 
 def sae_dir(cfg, sae_id):
@@ -58,7 +63,12 @@ def test_one_worker_run_writes_the_sae_and_tracks_it_in_mlflow(one_worker):
     run = client.get_run(rec["mlflow_run_id"])
     assert run.info.status == "FINISHED" and run.info.run_name == "one/train"
     assert run.data.params["sae.k"] == "4" and run.data.metrics["fvu"] == pytest.approx(row["fvu"])
-    assert [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")] == [2048, 4096, 6144, 8192]
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")] == [
+        2048,
+        4096,
+        6144,
+        8192,
+    ]
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "sae")}
     assert {"sae/cfg.json", "sae/sae_weights.safetensors", "sae/raysae.json"} <= artifacts
 
@@ -70,8 +80,10 @@ def test_two_workers_reach_the_loss_of_one(one_worker, two_workers):
 
 
 def test_population_trains_the_saes_of_separate_runs(train_config, one_worker, tmp_path, capsys):
-    members = ("[{}, {sae.architecture: jumprelu, sae.l0_coefficient: 0.1},"
-               " {sae.architecture: standard, train.lr: 0.001}, {train.lr: 1.0e+30}]")
+    members = (
+        "[{}, {sae.architecture: jumprelu, sae.l0_coefficient: 0.1},"
+        " {sae.architecture: standard, train.lr: 0.001}, {train.lr: 1.0e+30}]"
+    )
     cfg = train_config("pop", f"train.population={members}")
     config_file = write_config(cfg, tmp_path)
     assert train_main([str(config_file)]) == 1  # the diverging fourth SAE fails the command...
@@ -83,8 +95,9 @@ def test_population_trains_the_saes_of_separate_runs(train_config, one_worker, t
     # ... and the other three are exactly what three separate runs give.
     separate = [one_worker[0]]
     for i, member in enumerate(member_configs(cfg)[1:3], start=1):
-        alone = member.model_copy(update={"name": f"alone{i}", "train": member.train.model_copy(
-            update={"population": []})})
+        alone = member.model_copy(
+            update={"name": f"alone{i}", "train": member.train.model_copy(update={"population": []})}
+        )
         train(alone)
         separate.append(alone)
     for i, alone in enumerate(separate):
@@ -96,6 +109,7 @@ def test_population_trains_the_saes_of_separate_runs(train_config, one_worker, t
 
 def kill_rank_once(rank_to_kill, marker, *, crash=False):
     """After the checkpoint at 2048 tokens registered, kill (or crash) one worker once."""
+
     def hook(rank, tokens):
         if rank == rank_to_kill and tokens >= 3072 and not os.path.exists(marker):
             Path(marker).touch()
@@ -103,6 +117,7 @@ def kill_rank_once(rank_to_kill, marker, *, crash=False):
             if crash:
                 raise RuntimeError("simulated crash")
             os.kill(os.getpid(), signal.SIGKILL)
+
     return hook
 
 
@@ -132,8 +147,14 @@ def test_resuming_with_other_settings_is_refused(train_config, one_worker):
 def test_live_source_trains_from_the_model_with_relative_paths(train_config, tmp_path):
     # Relative to the working directory Ray was started in, which the workers keep.
     out = os.path.relpath(tmp_path / "relative-runs")
-    cfg = train_config("live", "activations.source=live", "train.total_tokens=4096",
-                       "train.checkpoint_every_tokens=4096", "train.ce_contexts=0", f"output_dir={out}")
+    cfg = train_config(
+        "live",
+        "activations.source=live",
+        "train.total_tokens=4096",
+        "train.checkpoint_every_tokens=4096",
+        "train.ce_contexts=0",
+        f"output_dir={out}",
+    )
     row = train(cfg)
     assert row["tokens"] == 4096 and row["n_tokens"] == 2048 and 0 < row["fvu"] < 1
     assert "ce_loss_recovered" not in row

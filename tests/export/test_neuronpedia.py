@@ -17,8 +17,23 @@ def store_uri(store):
 
 def test_export_writes_every_feature_in_neuronpedia_batches(browsed_store, browsed_run, tmp_path, capsys):
     cfg, _, _ = browsed_run
-    main(["neuronpedia", "--uri", store_uri(browsed_store), "--database", cfg.store.database, "--sae", SAE,
-          "--out", str(tmp_path), "--features-per-batch", "50", "--model-id", "tiny"])
+    main(
+        [
+            "neuronpedia",
+            "--uri",
+            store_uri(browsed_store),
+            "--database",
+            cfg.store.database,
+            "--sae",
+            SAE,
+            "--out",
+            str(tmp_path),
+            "--features-per-batch",
+            "50",
+            "--model-id",
+            "tiny",
+        ]
+    )
     assert "wrote 3 Neuronpedia batch file(s)" in capsys.readouterr().out
     batches = [json.loads((tmp_path / f"batch-{n}.json").read_text()) for n in range(3)]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["batch-0.json", "batch-1.json", "batch-2.json"]
@@ -49,8 +64,20 @@ def test_unknown_sae_fails_naming_it(browsed_store, browsed_run, tmp_path, capsy
 
     cfg, _, _ = browsed_run
     with pytest.raises(SystemExit) as exit_:
-        run_main(main, ["neuronpedia", "--uri", store_uri(browsed_store), "--database", cfg.store.database,
-                        "--sae", "browse/t999", "--out", str(tmp_path)])
+        run_main(
+            main,
+            [
+                "neuronpedia",
+                "--uri",
+                store_uri(browsed_store),
+                "--database",
+                cfg.store.database,
+                "--sae",
+                "browse/t999",
+                "--out",
+                str(tmp_path),
+            ],
+        )
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert "no SAE 'browse/t999'" in err and "browse/t000" in err

@@ -15,8 +15,9 @@ def model():
     from transformer_lens.config import TransformerBridgeConfig
     from transformer_lens.model_bridge import TransformerBridge
 
-    cfg = TransformerBridgeConfig(d_model=32, d_head=8, n_layers=2, n_ctx=32, n_heads=4,
-                                  d_vocab=97, act_fn="gelu", seed=0)
+    cfg = TransformerBridgeConfig(
+        d_model=32, d_head=8, n_layers=2, n_ctx=32, n_heads=4, d_vocab=97, act_fn="gelu", seed=0
+    )
     return TransformerBridge.boot_native(cfg).eval()
 
 
@@ -79,7 +80,9 @@ def test_real_sae_is_between_and_mask_selects_positions(model, tokens):
 def test_splice_mask_leaves_unselected_positions_alone(model, tokens):
     nothing = torch.zeros(4, 24, dtype=torch.bool)
     out = ce_loss_recovered(model, tokens, Zero(), HOOK, splice_mask=nothing)
-    assert out["ce_sae"] == pytest.approx(out["ce_clean"], rel=1e-9) and out["kl_sae"] == pytest.approx(0, abs=1e-9)
+    assert out["ce_sae"] == pytest.approx(out["ce_clean"], rel=1e-9) and out["kl_sae"] == pytest.approx(
+        0, abs=1e-9
+    )
     # ablating position 22 cannot change the predictions made before it (causal model)
     last = nothing.clone()
     last[:, 22] = True

@@ -37,8 +37,12 @@ def test_geometric_median_minimises_summed_distance():
     def objective(y):
         return np.linalg.norm(pts.numpy() - y, axis=1).sum()
 
-    ref = minimize(objective, pts.mean(0).numpy(), method="Nelder-Mead",
-                   options={"xatol": 1e-10, "fatol": 1e-12, "maxiter": 20_000}).x
+    ref = minimize(
+        objective,
+        pts.mean(0).numpy(),
+        method="Nelder-Mead",
+        options={"xatol": 1e-10, "fatol": 1e-12, "maxiter": 20_000},
+    ).x
     assert objective(ours) <= objective(ref) + 1e-6
     np.testing.assert_allclose(ours, ref, atol=1e-3)
     assert np.linalg.norm(ours) < np.linalg.norm(pts.mean(0).numpy())

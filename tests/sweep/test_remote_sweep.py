@@ -16,10 +16,17 @@ from raysae.sweep.run import main as sweep_main
 def remote_sweep(train_config, new_bucket, tmp_path_factory):
     bucket, local = new_bucket("sweep"), tmp_path_factory.mktemp("remote-sweep")
     with EmbeddedServer(local / "store") as server:
-        cfg = train_config("s3sweep", f"output_dir={bucket}/runs", f"activations.cache_dir={bucket}/cache",
-                           f"tracking.uri=sqlite:///{local / 'mlflow.db'}", f"store.uri={server.uri}",
-                           "sweep.search_space={sae.k: {grid: [2, 4]}}", "analysis.which=all",
-                           "train.total_tokens=4096", "train.ce_contexts=0")
+        cfg = train_config(
+            "s3sweep",
+            f"output_dir={bucket}/runs",
+            f"activations.cache_dir={bucket}/cache",
+            f"tracking.uri=sqlite:///{local / 'mlflow.db'}",
+            f"store.uri={server.uri}",
+            "sweep.search_space={sae.k: {grid: [2, 4]}}",
+            "analysis.which=all",
+            "train.total_tokens=4096",
+            "train.ce_contexts=0",
+        )
         config_file = write_config(cfg, local)
         code = sweep_main([config_file])
         yield cfg, code, f"{bucket}/runs/s3sweep", config_file, server.uri
@@ -54,8 +61,9 @@ def test_mlflow_artifacts_sit_beside_the_local_database(remote_sweep, tmp_path):
     local = cfg.tracking.uri.removeprefix("sqlite:///").rsplit("/", 1)[0]
     assert client.get_run(parent).info.artifact_uri.startswith(f"file://{local}/mlartifacts/")
     assert {a.path for a in client.list_artifacts(parent)} >= {"results.csv", "pareto.png"}
-    assert client.download_artifacts(parent, "results.csv", str(tmp_path)) and \
-        (tmp_path / "results.csv").read_bytes() == storage.read_bytes(storage.join(out, "results.csv"))
+    assert client.download_artifacts(parent, "results.csv", str(tmp_path)) and (
+        tmp_path / "results.csv"
+    ).read_bytes() == storage.read_bytes(storage.join(out, "results.csv"))
 
 
 def test_the_store_points_at_the_bucket(remote_sweep):
@@ -87,5 +95,7 @@ def test_a_run_in_a_bucket_needs_servers_for_mlflow_and_the_store(train_config, 
     with pytest.raises(ConfigError) as err:
         check_run_storage(cfg)
     assert [p for p, _ in err.value.problems] == ["tracking.uri", "store.uri"]
-    check_run_storage(train_config("nowhere", "output_dir=s3://some-bucket/runs", "tracking.uri=http://mlflow:5000"),
-                      analysis=False)
+    check_run_storage(
+        train_config("nowhere", "output_dir=s3://some-bucket/runs", "tracking.uri=http://mlflow:5000"),
+        analysis=False,
+    )

@@ -12,24 +12,34 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def sweep(*space, **extra):
-    return load_config(None, [f"sweep.search_space={{{', '.join(space)}}}",
-                              *(f"sweep.{k}={v}" for k, v in extra.items())])
+    return load_config(
+        None, [f"sweep.search_space={{{', '.join(space)}}}", *(f"sweep.{k}={v}" for k, v in extra.items())]
+    )
 
 
 def test_grids_multiply_and_samples_repeat_with_fresh_draws():
-    cfg = sweep("sae.k: {grid: [16, 32, 64]}", "sae.architecture: {grid: [topk, batchtopk]}",
-                "train.lr: {loguniform: [0.0001, 0.01]}", "sae.aux_coefficient: {uniform: [0.0, 0.5]}",
-                "sae.b_dec_init: {choice: [mean, zeros]}", num_samples=2)
+    cfg = sweep(
+        "sae.k: {grid: [16, 32, 64]}",
+        "sae.architecture: {grid: [topk, batchtopk]}",
+        "train.lr: {loguniform: [0.0001, 0.01]}",
+        "sae.aux_coefficient: {uniform: [0.0, 0.5]}",
+        "sae.b_dec_init: {choice: [mean, zeros]}",
+        num_samples=2,
+    )
     points = sample_points(cfg)
     assert len(points) == 12
     assert {(p["sae.k"], p["sae.architecture"]) for p in points[:6]} == {
-        (k, a) for k in (16, 32, 64) for a in ("topk", "batchtopk")}
+        (k, a) for k in (16, 32, 64) for a in ("topk", "batchtopk")
+    }
     assert all(math.log(1e-4) <= math.log(p["train.lr"]) <= math.log(1e-2) for p in points)
-    assert all(0 <= p["sae.aux_coefficient"] <= 0.5 and p["sae.b_dec_init"] in ("mean", "zeros") for p in points)
+    assert all(
+        0 <= p["sae.aux_coefficient"] <= 0.5 and p["sae.b_dec_init"] in ("mean", "zeros") for p in points
+    )
     assert len({p["train.lr"] for p in points}) == 12  # every trial draws afresh
     assert sample_points(cfg) == points  # and a rerun draws the same
     assert sample_points(sweep("train.lr: {loguniform: [0.0001, 0.01]}", seed=1)) != sample_points(
-        sweep("train.lr: {loguniform: [0.0001, 0.01]}", seed=2))
+        sweep("train.lr: {loguniform: [0.0001, 0.01]}", seed=2)
+    )
 
 
 def test_points_become_configs_and_populations_group_them():

@@ -15,9 +15,15 @@ SPACE = "{sae.architecture: {grid: [topk, jumprelu]}, train.lr: {grid: [0.003, 0
 
 @pytest.fixture(scope="module")
 def sweep(train_config, tmp_path_factory):
-    cfg = train_config("sweep", f"sweep.search_space={SPACE}", "sweep.scheduler.type=asha",
-                       "sweep.scheduler.grace_period_tokens=4096", "sweep.scheduler.reduction_factor=2",
-                       "sae.l0_coefficient=0.1", "analysis.which=frontier")
+    cfg = train_config(
+        "sweep",
+        f"sweep.search_space={SPACE}",
+        "sweep.scheduler.type=asha",
+        "sweep.scheduler.grace_period_tokens=4096",
+        "sweep.scheduler.reduction_factor=2",
+        "sae.l0_coefficient=0.1",
+        "analysis.which=frontier",
+    )
     cache = cache_dir(cfg, cfg.model.hook_point, "tokens")
     before = read_manifest(cache)
     config_file = write_config(cfg, tmp_path_factory.mktemp("sweep-config"))
@@ -34,7 +40,8 @@ def test_sweep_trains_every_trial_on_one_shared_cache(sweep):
     assert after == before and after["generation_passes"] == 1  # built once, by the fixture, reused
     assert sorted(r["sae_id"] for r in rows) == [f"sweep/t00{i}" for i in range(4)]
     assert {(r["sae.architecture"], r["train.lr"]) for r in rows} == {
-        (a, lr) for a in ("topk", "jumprelu") for lr in ("0.003", "0.001")}
+        (a, lr) for a in ("topk", "jumprelu") for lr in ("0.003", "0.001")
+    }
     finished = [r for r in rows if r["status"] == "finished"]
     assert len(finished) >= 2 and all(r["status"].startswith(("finished", "stopped")) for r in rows)
     for row in finished:
@@ -95,15 +102,24 @@ def test_an_interrupted_sweep_finishes_only_the_missing_trials(train_config, tmp
     import sys
     import time
 
-    cfg = train_config("resumed", "sweep.search_space={sae.k: {grid: [2, 4, 8]}}", "sweep.max_concurrent_trials=1",
-                       "train.ce_contexts=0")
+    cfg = train_config(
+        "resumed",
+        "sweep.search_space={sae.k: {grid: [2, 4, 8]}}",
+        "sweep.max_concurrent_trials=1",
+        "train.ce_contexts=0",
+    )
     config_file = write_config(cfg, tmp_path)
     out = Path(cfg.output_dir) / "resumed"
     first = out / "saes" / "resumed" / "t000" / "raysae.json"
     second_started = out / "checkpoints" / "t001" / "raysae" / "position.json"  # its first checkpoint
     env = {**os.environ, "RAY_ADDRESS": ray_local.get_runtime_context().gcs_address}
-    driver = subprocess.Popen([sys.executable, "-m", "raysae.sweep", str(config_file)], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "raysae.sweep", str(config_file)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         deadline = time.time() + 300
         while not second_started.exists() and time.time() < deadline and driver.poll() is None:

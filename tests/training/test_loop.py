@@ -17,15 +17,24 @@ def test_fit_stops_at_budget_and_reports_each_step(planted):
 def test_init_waits_for_init_tokens(planted):
     sae = build_sae(small_sae_config("topk"), 64)
     steps = []
-    fit(sae, planted.batches(100, 2_000), small_train_config(total_tokens=2_000, batch_size=100,
-        init_tokens=450), on_step=steps.append)
+    fit(
+        sae,
+        planted.batches(100, 2_000),
+        small_train_config(total_tokens=2_000, batch_size=100, init_tokens=450),
+        on_step=steps.append,
+    )
     assert len(steps) == 20  # the buffered batches are trained on, none is lost
 
 
 def test_lr_schedule_and_k_anneal_are_applied(planted):
     sae = build_sae(small_sae_config("topk", k=4), 64)
-    cfg = small_train_config(total_tokens=10_000, lr_warmup_fraction=0.5, lr_decay_fraction=0.0,
-                             k_anneal_fraction=0.5, k_anneal_start=16)
+    cfg = small_train_config(
+        total_tokens=10_000,
+        lr_warmup_fraction=0.5,
+        lr_decay_fraction=0.0,
+        k_anneal_fraction=0.5,
+        k_anneal_start=16,
+    )
     seen = []
     fit(sae, planted.batches(1000, 10_000), cfg, on_step=seen.append)
     assert seen[0].lr == 0.0 and seen[2].lr == pytest.approx(cfg.lr * 0.4) and seen[-1].lr == cfg.lr

@@ -7,8 +7,10 @@ from tests.conftest import small_sae_config, small_train_config
 
 
 def members(*configs):
-    return [Member(build_sae(small_sae_config(arch, **kw), 64), small_train_config(total_tokens=20_000))
-            for arch, kw in configs]
+    return [
+        Member(build_sae(small_sae_config(arch, **kw), 64), small_train_config(total_tokens=20_000))
+        for arch, kw in configs
+    ]
 
 
 def test_a_population_trains_exactly_what_separate_runs_train(planted):
@@ -16,8 +18,11 @@ def test_a_population_trains_exactly_what_separate_runs_train(planted):
     population = Population(members(*configs))
     train_population(population, planted.batches(1000, 20_000, seed=5), init_tokens=4096)
     for member, (arch, kw) in zip(population.members, configs, strict=True):
-        alone = fit(build_sae(small_sae_config(arch, **kw), 64), planted.batches(1000, 20_000, seed=5),
-                    small_train_config(total_tokens=20_000))
+        alone = fit(
+            build_sae(small_sae_config(arch, **kw), 64),
+            planted.batches(1000, 20_000, seed=5),
+            small_train_config(total_tokens=20_000),
+        )
         member.sae.fold_input_scale()
         for name, tensor in alone.state_dict().items():
             torch.testing.assert_close(member.sae.state_dict()[name], tensor, rtol=0, atol=0, msg=name)
