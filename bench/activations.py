@@ -39,7 +39,7 @@ from raysae.activations import (
 )
 from raysae.activations.cache import shard_paths
 from raysae.activations.generation import generation_dataset
-from raysae.activations.pipeline import tokenizer_for
+from raysae.activations.language_model import tokenizer_for
 from raysae.activations.tokens import pack_contexts
 from raysae.config import load_config
 from raysae.ray_runtime import ensure_ray
@@ -93,7 +93,7 @@ class PeakRSS:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default="examples/quickstart.yaml")
+    p.add_argument("--config", default="sweeps/quickstart.yaml")
     p.add_argument("--contexts", type=int, default=96)
     p.add_argument("--cache-shards", type=int, default=8, help="shards in the cache written and read")
     args = p.parse_args()
@@ -110,7 +110,7 @@ def main() -> None:
     ensure_ray()
     for actors, cpus in ((1, float(cores)), (cores, 1.0)):
         run_cfg = load_config(
-            args.config, [f"activations.num_actors={actors}", f"activations.cpus_per_actor={cpus}"]
+            args.config, [f"activations.actors.num={actors}", f"activations.actors.cpus={cpus}"]
         )
         total, steady = ray_generation(run_cfg, tokens)
         print(
@@ -125,14 +125,14 @@ def main() -> None:
             [
                 f"activations.cache_dir={tmp}",
                 f"activations.n_tokens={n_tokens}",
-                f"activations.num_actors={cores}",
-                "activations.cpus_per_actor=1",
+                f"activations.actors.num={cores}",
+                "activations.actors.cpus=1",
             ],
         )
         with PeakRSS() as mem:
             directory = generate_caches(gen_cfg)[(cfg.model.hook_point, "tokens")]
         manifest = verify_cache(directory)
-        shard_mb = os.path.getsize(shard_paths(directory, manifest)[0]) / 2**20
+        shard_mb = os.path.getsize(shard_paths(directory, manifest["shards"])[0]) / 2**20
         buffer_mb = shard_mb * gen_cfg.activations.shuffle_buffer_shards
         print(
             f"memory      driver peak RSS growth while writing {len(manifest['shards'])} shards: "
@@ -140,7 +140,7 @@ def main() -> None:
             f"shuffle buffer {buffer_mb:,.0f} MiB)"
         )
 
-        paths = shard_paths(directory, manifest)
+        paths = shard_paths(directory, manifest["shards"])
         start = time.perf_counter()
         rows = sum(
             np.concatenate([c.to_numpy() for c in pq.read_table(f)["acts"].chunks]).shape[0] for f in paths

@@ -4,7 +4,7 @@ In this one command, on the same 2d activation cache and SAE:
 
 1. baseline: `sae.encode` over the cached contexts, batch by batch, in this process;
 2. the same batches through `encode_contexts` (everything the actors compute), in this process;
-3. `raysae.analysis.analyse` end to end up to the documents: Ray Data actor pool,
+3. `raysae.analysis.analyze` end to end up to the documents: Ray Data actor pool,
    merges, example selection, histograms and windows (cache checks and Ray Data
    start-up included);
 4. documents built and written to the embedded store (documents/s).
@@ -34,14 +34,14 @@ from shapes import shape_parser  # bench/ is the script's folder, so on sys.path
 from raysae import build_sae
 from raysae.activations import generate_caches, read_manifest
 from raysae.activations.cache import cache_dir, shard_paths
-from raysae.activations.pipeline import tokenizer_for
-from raysae.analysis import analyse
+from raysae.activations.language_model import tokenizer_for
+from raysae.analysis import analyze
 from raysae.analysis.encode import encode_contexts, keep_mask
-from raysae.analysis.pipeline import excluded_token_ids
+from raysae.analysis.sources import excluded_token_ids
 from raysae.checkpoint import save_sae
 from raysae.config import load_config
 from raysae.ray_runtime import ensure_ray
-from raysae.results import run_dir
+from raysae.run_dir import RunDir
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -71,9 +71,9 @@ def config(args, out: Path):
             f"sae.k={args.k}",
             f"analysis.n_tokens={args.tokens}",
             f"analysis.batch_contexts={args.batch // 128}",
-            f"analysis.num_actors={args.actors}",
-            f"analysis.cpus_per_actor={args.threads}",
-            f"analysis.num_gpus_per_actor={1 if args.gpu else 0}",
+            f"analysis.actors.num={args.actors}",
+            f"analysis.actors.cpus={args.threads}",
+            f"analysis.actors.gpus={1 if args.gpu else 0}",
         ],
     )
 
@@ -81,7 +81,7 @@ def config(args, out: Path):
 def cached_batches(cfg, batch_contexts: int, device):
     directory = cache_dir(cfg, cfg.model.hook_point, "contexts")
     manifest = read_manifest(directory)
-    table = pa.concat_tables([pq.read_table(path) for path in shard_paths(directory, manifest)])
+    table = pa.concat_tables([pq.read_table(path) for path in shard_paths(directory, manifest["shards"])])
     n, seq, d = manifest["contexts_done"], manifest["context_size"], manifest["d_model"]
     acts = np.stack(table["acts"].to_numpy(zero_copy_only=False)).reshape(n, seq, d).astype(np.float32)
     tokens = np.stack(table["tokens"].to_numpy(zero_copy_only=False)).reshape(n, seq)
@@ -104,7 +104,7 @@ def timed(fn) -> float:
 
 def main() -> None:
     p = shape_parser(__doc__)
-    p.add_argument("--tokens", type=int, default=65_536, help="tokens analysed")
+    p.add_argument("--tokens", type=int, default=65_536, help="tokens analyzed")
     p.add_argument("--threads", type=int, default=2, help="torch threads (CPUs per analysis actor)")
     p.add_argument("--actors", type=int, default=1)
     p.add_argument("--gpu", action="store_true", help="encode on cuda (one GPU per actor)")
@@ -117,7 +117,7 @@ def main() -> None:
     generate_caches(cfg)
     device = torch.device("cuda" if args.gpu else "cpu")
     sae = build_sae(cfg.sae, args.d_in)
-    sae_dir = save_sae(sae, Path(run_dir(cfg)) / "saes" / "bench" / "t000", config=cfg)
+    sae_dir = save_sae(sae, Path(RunDir.of(cfg).root) / "saes" / "bench" / "t000", config=cfg)
     sae = sae.to(device).eval()
     batches = cached_batches(cfg, args.batch // 128, device)
     n_tokens = sum(int(keep.sum()) for _, keep in batches)
@@ -131,12 +131,12 @@ def main() -> None:
         encode_s = timed(lambda: [sae.encode(a.reshape(-1, a.shape[-1])) for a, _ in batches])
     math_s = timed(lambda: [encode_contexts(sae, a, k) for a, k in batches])
     baseline = all_tokens / encode_s
-    summary = analyse(cfg, [sae_dir])[0]
+    summary = analyze(cfg, [sae_dir])[0]
     rows = [
         ("bare encode (baseline)", baseline, 1.0),
         ("encode_contexts in process", all_tokens / math_s, encode_s / math_s),
         (
-            "analyse, up to the documents",
+            "analyze, up to the documents",
             all_tokens / summary["stats_seconds"],
             all_tokens / summary["stats_seconds"] / baseline,
         ),

@@ -31,10 +31,11 @@ from shapes import shape_parser  # bench/ is the script's folder, so on sys.path
 
 from raysae import build_sae, fit
 from raysae.activations import generate_caches, iter_activation_batches, read_manifest
+from raysae.activations.cache import shard_sequence
+from raysae.activations.streams import split_cache
 from raysae.config import load_config, member_configs
-from raysae.distributed import run_training
-from raysae.distributed.data import shard_sequence, split_cache
 from raysae.ray_runtime import ensure_ray
+from raysae.raytrain import run_training
 
 ROOT = Path(__file__).resolve().parents[1]
 ARCHITECTURES = ["topk", "batchtopk", "jumprelu", "standard"]
@@ -82,9 +83,9 @@ def config(args, out: Path, name: str, *extra: str):
             f"train.batch_size={args.batch}",
             "train.eval_tokens=16384",
             "train.ce_contexts=0",
-            f"train.cpus_per_worker={args.threads}",
+            f"train.workers.cpus={args.threads}",
             "train.log_every_steps=1000",
-            f"train.use_gpu={args.gpu}",
+            f"train.workers.gpu={args.gpu}",
             f"train.device={'cuda' if args.gpu else 'cpu'}",
             *extra,
         ],

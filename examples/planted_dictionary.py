@@ -17,8 +17,9 @@ from pathlib import Path
 from raysae import build_sae, fit
 from raysae.cli import config_parser, run_main
 from raysae.config import load_config
-from raysae.results import finish_sae, format_results, run_dir, write_config, write_results
+from raysae.run_dir import RunDir, format_results, write_config, write_results
 from raysae.synthetic import PlantedDictionary, recovery
+from raysae.training import finish_sae
 
 log = logging.getLogger("raysae.planted")
 ARCHITECTURES = ["topk", "batchtopk", "jumprelu", "standard"]
@@ -33,7 +34,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = []
     for arch in ARCHITECTURES:
         cfg = load_config(args.config, [*args.overrides, f"sae.architecture={arch}"])
-        out = Path(run_dir(cfg))
+        out = Path(RunDir.of(cfg).root)
         write_config(cfg, out)
         sae = build_sae(cfg.sae, D_IN)
         log.info("training %s: d_sae %d on %d tokens", arch, sae.d_sae, cfg.train.total_tokens)

@@ -1,6 +1,6 @@
 """raysae: sparse autoencoders on language-model activations, at cluster scale on Ray.
 
-The stable Python API (DESIGN.md §2). Importing it does not import Ray.
+The stable Python API (docs/architecture.md, "Python API"). Importing it does not import Ray.
 """
 
 from raysae.checkpoint import load_sae, save_sae

@@ -1,8 +1,8 @@
 """`python -m raysae.analyze CONFIG [--sae DIR ...]`: per-feature analysis of trained SAEs into MongoDB.
 
-Without `--sae`, analyses the SAEs of the config's run directory that
+Without `--sae`, analyzes the SAEs of the config's run directory that
 `analysis.which` picks from its `results.csv` (best, frontier or all). Writes
-the `saes` and `features` documents of DESIGN.md §6 to `store.uri` /
+the `saes` and `features` documents (docs/architecture.md, "Store") to `store.uri` /
 `MONGODB_URI`, or to an embedded server under `<output_dir>/<name>/store/`.
 Rerunning replaces the documents.
 """
@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from raysae import storage
-from raysae.cli import config_parser, load_from_args, run_main
+from raysae import filesystem
+from raysae.cli import config_parser, first_line, load_from_args, run_main
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = config_parser(__doc__.splitlines()[0])
+    parser = config_parser(first_line(__doc__))
     parser.add_argument(
         "--sae",
         action="append",
@@ -26,18 +26,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     cfg = load_from_args(args)
-    from raysae.analysis import analyse, select_saes
-    from raysae.results import read_results, run_dir
+    from raysae.analysis import analyze
+    from raysae.ranking import select_saes
+    from raysae.run_dir import RunDir, read_results
 
     dirs = list(args.sae)
+    run = RunDir.of(cfg)
     if not dirs:
-        results = storage.join(run_dir(cfg), "results.csv")
-        if not storage.exists(results):
-            raise FileNotFoundError(f"{results}: missing; train or sweep first, or name SAEs with --sae DIR")
-        dirs = [
-            storage.join(run_dir(cfg), "saes", sae_id) for sae_id in select_saes(read_results(results), cfg)
-        ]
-    summaries = analyse(cfg, dirs)  # checks each directory before any work
+        if not filesystem.exists(run.results):
+            raise FileNotFoundError(
+                f"{run.results}: missing; train or sweep first, or name SAEs with --sae DIR"
+            )
+        picked = select_saes(read_results(run.results), cfg.analysis.which, cfg.sweep.metric, cfg.sweep.mode)
+        dirs = [run.sae(sae_id) for sae_id in picked]
+    summaries = analyze(cfg, dirs)  # checks each directory before any work
     for s in summaries:
         print(f"{s['sae_id']}: {s['features']} features ({s['alive']} alive) over {s['n_tokens']} tokens")
     return 0

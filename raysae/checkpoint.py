@@ -1,12 +1,13 @@
-"""SAE checkpoints in the SAELens 6.x disk format (DESIGN.md §4), plus `raysae.json`.
+"""SAE checkpoints in the SAELens 6.x disk format (docs/architecture.md, "Checkpoints"), plus `raysae.json`.
 
 A directory holds `cfg.json`, `sae_weights.safetensors` (`W_enc [d_in, d_sae]`,
 `W_dec [d_sae, d_in]`, `b_enc`, `b_dec`, and `threshold` for JumpReLU-style
 inference), `sparsity.safetensors` (log10 firing frequency per feature) and our
 own `raysae.json` (training architecture, full config, metrics, ...).
 SAELens's `SAE.load_from_disk(dir)` reads the first three as they are.
-The directory may also be an object-store URI (`s3://…`, `raysae.storage`): it is
-written from, and read through, a temporary local copy.
+The directory may also be an object-store URI (`s3://…`, `raysae.filesystem`): it is
+written from, and read through, a temporary local copy. Each model describes its
+own SAELens config (`saelens_config`); this module does the directory work.
 """
 
 from __future__ import annotations
@@ -19,13 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load, load_file, save_file
+from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from raysae import storage
+from raysae import filesystem
 from raysae.config import RaysaeConfig, SAEConfig
 from raysae.metrics.sparsity import log_feature_density
-from raysae.models import ARCHITECTURES, SparseAutoencoder
+from raysae.models import ARCHITECTURES, SparseAutoencoder, saelens_class
 
 CFG_FILE = "cfg.json"
 WEIGHTS_FILE = "sae_weights.safetensors"
@@ -61,8 +62,8 @@ def save_sae(
     `feature_frequency` (per feature, in [0, 1]) becomes `sparsity.safetensors`.
     Returns the directory (a URI stays one).
     """
-    if storage.is_remote(path):
-        with storage.staged_dir(path) as local:
+    if filesystem.is_remote(path):
+        with filesystem.staged_dir(path) as local:
             save_sae(sae, local, config=config, feature_frequency=feature_frequency, record=record)
         return str(path)
     path = Path(path)
@@ -73,15 +74,7 @@ def save_sae(
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     cfg = {
-        "architecture": sae.saelens_architecture,
-        "d_in": sae.d_in,
-        "d_sae": sae.d_sae,
-        "dtype": sae.cfg.dtype,
-        "device": "cpu",
-        "apply_b_dec_to_input": True,
-        "normalize_activations": "none",
-        "reshape_activations": "none",
-        **sae.saelens_cfg_extra(),
+        **sae.saelens_config(),
         "metadata": {
             "sae_lens_version": SAELENS_FORMAT_VERSION,
             **(saelens_metadata(config) if config is not None else {}),
@@ -114,9 +107,9 @@ def _replace_dir(new: Path, target: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def read_json(file: storage.Location) -> dict[str, Any]:
+def read_json(file: filesystem.Location) -> dict[str, Any]:
     try:
-        return json.loads(storage.read_bytes(file))
+        return json.loads(filesystem.read_bytes(file))
     except FileNotFoundError:
         raise FileNotFoundError(f"{file}: missing; not an SAE checkpoint directory") from None
     except json.JSONDecodeError as exc:
@@ -125,8 +118,8 @@ def read_json(file: storage.Location) -> dict[str, Any]:
 
 def load_sae(path: str | os.PathLike, device: str | torch.device = "cpu") -> SparseAutoencoder:
     """Load an SAE written by `save_sae` (or a SAELens standard/topk/jumprelu checkpoint)."""
-    if storage.is_remote(path):
-        with storage.local_copy(path) as local:
+    if filesystem.is_remote(path):
+        with filesystem.local_copy(path) as local:
             try:
                 return load_sae(local, device)
             except (FileNotFoundError, ValueError) as exc:  # name the URI, not the download
@@ -139,7 +132,7 @@ def load_sae(path: str | os.PathLike, device: str | torch.device = "cpu") -> Spa
         sae_cfg = SAEConfig.model_validate(record["sae"])
     else:
         arch = cfg.get("architecture")
-        if arch not in ARCHITECTURES or arch == "batchtopk":
+        if saelens_class(str(arch)) is None:
             raise ValueError(f"{path / CFG_FILE}: unsupported architecture {arch!r}")
         fields = {"architecture": arch, "d_sae": cfg["d_sae"], "dtype": cfg.get("dtype", "float32")}
         if "k" in cfg:
@@ -159,9 +152,7 @@ def load_sae(path: str | os.PathLike, device: str | torch.device = "cpu") -> Spa
     return sae.to(device)
 
 
-def load_feature_frequency(path: str | os.PathLike) -> Tensor | None:
-    """10 ** sparsity from `sparsity.safetensors`, or None when the file is absent."""
-    file = storage.join(path, SPARSITY_FILE)
-    if not storage.exists(file):
-        return None
-    return torch.pow(10.0, load(storage.read_bytes(file))["sparsity"].double())
+def read_record(directory: filesystem.Location) -> dict[str, Any]:
+    """The SAE's `raysae.json` ({} for a checkpoint written by SAELens itself)."""
+    file = filesystem.join(directory, RECORD_FILE)
+    return read_json(file) if filesystem.exists(file) else {}

@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
 import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING
 
-from raysae.config import ConfigError, RaysaeConfig, load_config
-from raysae.store.errors import StoreError
+from raysae.config import RaysaeConfig, StoreConfig, load_config
+from raysae.errors import ConfigError, StoreError
+
+if TYPE_CHECKING:
+    from raysae.store import Store
+
+
+def first_line(doc: str | None) -> str:
+    """A module docstring's first line, as a command's description."""
+    return (doc or "").strip().split("\n", 1)[0]
 
 
 def config_parser(description: str) -> argparse.ArgumentParser:
@@ -31,6 +42,26 @@ def load_from_args(args: argparse.Namespace) -> RaysaeConfig:
     return load_config(args.config, args.overrides)
 
 
+def add_store_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--uri URI | --store DIR` and `--database`: the store a reading command opens."""
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument(
+        "--uri", help="a MongoDB URI (default: $MONGODB_URI); keep passwords in the environment"
+    )
+    where.add_argument("--store", metavar="DIR", help="a run's embedded store folder, or the run directory")
+    parser.add_argument("--database", default="raysae", help="database name (store.database of the analysis)")
+
+
+@contextlib.contextmanager
+def store_from_args(args: argparse.Namespace) -> Iterator[Store]:
+    """The store `add_store_arguments` named: `--uri`, else `--store`, else `$MONGODB_URI`."""
+    from raysae.store import open_store
+
+    uri = args.uri or (None if args.store else os.environ.get("MONGODB_URI"))
+    with open_store(uri, args.store, StoreConfig(database=args.database)) as store:
+        yield store
+
+
 USER_ERRORS = (ConfigError, FileNotFoundError, ValueError, StoreError)
 """Exceptions that mean bad input (or an unusable store): reported in one paragraph, exit code 2."""
 
@@ -38,9 +69,10 @@ USER_ERRORS = (ConfigError, FileNotFoundError, ValueError, StoreError)
 _RAISED_IN_ACTOR = re.compile(r"^raysae\.[\w.]+Error: (.+)$", re.M)
 
 
-def user_error(exc: BaseException) -> BaseException | str | None:
-    """The bad-input error behind `exc`, also when a Ray worker raised it and Ray wrapped it."""
+def user_error(error: BaseException) -> BaseException | str | None:
+    """The bad-input error behind `error`, also when a Ray worker raised it and Ray wrapped it."""
     seen = set()
+    exc: BaseException | None = error
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
         if type(exc).__name__ == "ActorDiedError":

@@ -13,7 +13,7 @@ def ensure_ray(num_cpus: int | None = None) -> None:
 
     A local Ray on a small machine gets at least 4 logical CPUs: Ray Data
     needs CPU slots beside the model/training actors, or a pipeline on two
-    cores waits forever (DESIGN.md §7).
+    cores waits forever (docs/architecture.md, "Platform facts").
     """
     import ray
 

@@ -1,4 +1,4 @@
-"""Prepare the offline real assets: SmolLM2-135M and Shakespeare (DESIGN.md §7).
+"""Prepare the offline real assets: SmolLM2-135M and Shakespeare (docs/architecture.md, "Platform facts").
 
     python scripts/prepare_assets.py [--dest assets]
 

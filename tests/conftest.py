@@ -180,7 +180,7 @@ def train_config(tmp_path_factory, tokenizer_dir, ray_local):
                 "train.checkpoint_every_tokens=2048",
                 "activations.n_contexts=32",
                 "analysis.n_tokens=480",
-                "analysis.cpus_per_actor=0.5",
+                "analysis.actors.cpus=0.5",
                 "analysis.batch_contexts=8",
                 "store.database=raysae_test",
                 *overrides,
@@ -198,15 +198,17 @@ HTML_PAYLOAD = "<script>window.pwned=1</script>"
 @pytest.fixture(scope="session")
 def browsed_run(tmp_path_factory, train_config):
     """A real tiny analysis of two SAEs, on a corpus whose text contains HTML, in an
-    embedded store; the run directory also has a Pareto plot. (cfg, run directory, store folder)."""
+    embedded store, with the sweep's ranking and Pareto plot. (cfg, run directory, store folder)."""
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     from raysae import build_sae
-    from raysae.analysis import analyse
+    from raysae.analysis import analyze
     from raysae.checkpoint import save_sae
-    from raysae.results import run_dir
-    from raysae.sweep.summary import write_pareto
+    from raysae.config.resolve import store_uri
+    from raysae.run_dir import RunDir
+    from raysae.store import open_store
+    from raysae.sweep.pareto_plot import pareto_png, sweep_document
 
     root = tmp_path_factory.mktemp("browsed")
     corpus = root / "corpus"
@@ -231,11 +233,12 @@ def browsed_run(tmp_path_factory, train_config):
         f"model.tokenizer={tokenizer}",
         "activations.n_contexts=40",
         "analysis.n_tokens=600",
-        "analysis.num_actors=1",
+        "analysis.actors.num=1",
         "analysis.top_examples=4",
         "analysis.band_examples=2",
         "analysis.logit_tokens=5",
     )
+    run = RunDir.of(cfg)
     rows = []
     for trial, (architecture, fvu, l0) in enumerate([("topk", 0.5, 4.0), ("standard", 0.3, 9.0)]):
         torch.manual_seed(trial)
@@ -244,22 +247,23 @@ def browsed_run(tmp_path_factory, train_config):
             sae.W_enc.normal_(0, 0.3)
         sae_id = f"browse/t00{trial}"
         metrics = {"fvu": fvu, "l0": l0, "dead_fraction": 0.0}
-        save_sae(sae, Path(run_dir(cfg)) / "saes" / sae_id, config=cfg, record={"metrics": metrics})
+        save_sae(sae, run.sae(sae_id), config=cfg, record={"metrics": metrics})
         rows.append({"sae_id": sae_id, "architecture": architecture, **metrics})
-    write_pareto(rows, Path(run_dir(cfg)) / "pareto.png")
-    analyse(cfg, [Path(run_dir(cfg)) / "saes" / r["sae_id"] for r in rows])
-    return cfg, Path(run_dir(cfg)), Path(run_dir(cfg)) / "store"
+    with open_store(store_uri(cfg), run.store, cfg.store, create=True) as store:
+        store.put_sweep(sweep_document("browse", rows, metric="fvu", mode="min", png=pareto_png(rows)))
+        analyze(cfg, [run.sae(r["sae_id"]) for r in rows], store=store)
+    return cfg, Path(run.root), Path(run.store)
 
 
 @pytest.fixture(scope="module")
 def browsed_store(browsed_run):
     """The store `browsed_run` wrote, served for one test module (MONGODB_URI when set, else
     its embedded server, which only one process may run per folder)."""
-    from raysae.store import connect
+    from raysae.store import open_store
 
     cfg, _, store_dir = browsed_run
     uri = os.environ.get("MONGODB_URI")
-    with connect(uri, None if uri else store_dir, cfg.store.database) as store:
+    with open_store(uri, store_dir, cfg.store) as store:
         yield store
 
 

@@ -20,14 +20,14 @@ TINY = [
     "activations.n_tokens=4096",
     "activations.shard_rows=1024",
     "activations.n_contexts=12",
-    "activations.num_actors=1",
+    "activations.actors.num=1",
     "train.total_tokens=3072",
     "train.batch_size=512",
     "train.eval_tokens=1024",
     "train.log_every_steps=2",
     "train.ce_contexts=0",
     "analysis.n_tokens=1270",
-    "analysis.num_actors=1",
+    "analysis.actors.num=1",
     "analysis.top_examples=4",
 ]
 
@@ -71,7 +71,7 @@ def results(out: Path) -> list[dict]:
     return rows
 
 
-def test_generate_then_train_and_analyse_on_the_caches(run):
+def test_generate_then_train_and_analyze_on_the_caches(run):
     cfg1, _ = run("generate_1d")
     tokens = read_manifest(cache_dir(cfg1, cfg1.model.hook_point, "tokens"))
     assert tokens["complete"] and sum(s["rows"] for s in tokens["shards"]) >= 4096
@@ -89,12 +89,12 @@ def test_generate_then_train_and_analyse_on_the_caches(run):
     assert documented[-1] == "runs/lm-train-cached/saes/lm-train-cached/train"  # what a user runs
     for name in ("analyze_cached", "analyze_live"):
         acfg, aout = run(name, "--sae", str(sae))
-        store_docs = analysed(aout, acfg)
+        store_docs = analyzed(aout, acfg)
         assert store_docs == cfg.sae.expansion_factor * 576
     assert read_manifest(cache_dir(cfg2, cfg2.model.hook_point, "contexts")) == contexts
 
 
-def analysed(out: Path, cfg) -> int:
+def analyzed(out: Path, cfg) -> int:
     from raysae.store import EmbeddedServer, Store
 
     with EmbeddedServer(out / "store") as server, Store(server.uri, cfg.store.database) as store:
@@ -128,5 +128,5 @@ def test_pretrained_configs_load(example):
     assert cfg.model.name in ("gpt2", "EleutherAI/pythia-160m-deduped")
     assert cfg.model.hook_point == "blocks.6.hook_resid_post"
     assert 8 <= cfg.sae.expansion_factor <= 32 and 3e8 <= cfg.train.total_tokens <= 1e9
-    assert cfg.train.use_gpu and cfg.data.path == "monology/pile-uncopyrighted"
+    assert cfg.train.workers.gpu and cfg.data.path == "monology/pile-uncopyrighted"
     assert f"examples/pretrained/{example.name}" in example.read_text()

@@ -6,8 +6,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 import raysae
 
 ROOT = Path(__file__).parents[1]
@@ -42,21 +40,3 @@ def test_planted_dictionary_example(tmp_path):
     )
     assert "k: 8" in (tmp_path / "planted" / "config.yaml").read_text()
     check_run_dir(tmp_path / "planted", ["topk", "batchtopk", "jumprelu", "standard"])
-
-
-@pytest.mark.slow
-def test_quickstart_small(tmp_path):
-    """The README's quickstart on SmolLM2 + Shakespeare, with a tiny token budget."""
-    run = run_example(
-        "examples/quickstart.py",
-        f"output_dir={tmp_path / 'runs'}",
-        f"activations.cache_dir={tmp_path / 'cache'}",
-        "activations.n_tokens=8192",
-        "activations.shard_rows=2048",
-        "train.total_tokens=6144",
-        "train.batch_size=1024",
-    )
-    assert "run directory" in run.stdout
-    rows = check_run_dir(tmp_path / "runs" / "quickstart", ["topk", "batchtopk", "jumprelu", "standard"])
-    for row in rows:
-        assert 0 < float(row["fvu"]) < 1.5 and row["ce_loss_recovered"] != ""

@@ -1,23 +1,27 @@
-"""Activations: models, tokens, Ray Data generation, caches, live streaming."""
+"""Activations: the language model, token contexts, Ray Data generation, caches, training streams.
+
+- `language_model`: loading TransformerLens models and tokenizers, reading hook points;
+- `tokens`: text corpora packed into fixed-length token contexts;
+- `generation`: activations on a Ray Data actor pool, for caches or live;
+- `cache` / `cache_writer` / `build`: the sharded on-disk caches (read, write, build);
+- `streams`: what a training run reads (training stream, held-out rows, CE contexts);
+- `batches`: a Ray Dataset of rows cut into `[batch, d_model]` tensors.
+"""
 
 from raysae.activations.batches import iter_activation_batches
+from raysae.activations.build import generate_caches
 from raysae.activations.cache import (
-    CacheError,
     cache_dir,
     cache_key,
     read_cache,
     read_manifest,
+    read_shards,
     verify_cache,
 )
-from raysae.activations.generation import from_storage
-from raysae.activations.models import hook_activations, load_model, stop_layer
-from raysae.activations.pipeline import (
-    generate_caches,
-    live_dataset,
-    tokenizer_for,
-    training_dataset,
-)
+from raysae.activations.generation import from_storage, live_dataset
+from raysae.activations.language_model import hook_activations, load_model, stop_layer, tokenizer_for
 from raysae.activations.tokens import pack_contexts
+from raysae.errors import CacheError
 
 __all__ = [
     "CacheError",
@@ -32,8 +36,8 @@ __all__ = [
     "pack_contexts",
     "read_cache",
     "read_manifest",
+    "read_shards",
     "stop_layer",
     "tokenizer_for",
-    "training_dataset",
     "verify_cache",
 ]

@@ -1,7 +1,7 @@
-"""Activation caches on disk (DESIGN.md §5): key, manifest, verification, reading.
+"""Activation caches on disk (docs/architecture.md, "Activation cache"): key, manifest, verification, reading.
 
 `<cache_dir>/<key>/manifest.json` + `shard-NNNNN.parquet` files, in a local
-folder or under an object-store URI (`raysae.storage`). Shards are
+folder or under an object-store URI (`raysae.filesystem`). Shards are
 Parquet with Ray's tensor extension columns, so Ray Data reads them straight
 into `[rows, d_model]` batches:
 
@@ -16,18 +16,20 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from raysae import storage
+import numpy as np
+
+from raysae import filesystem
 from raysae.activations.tokens import rows_per_context
 from raysae.config import RaysaeConfig
+from raysae.errors import CacheError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 MANIFEST = "manifest.json"
 CACHE_VERSION = 1
-
-
-class CacheError(ValueError):
-    """A cache that cannot be used as it is; the message names the file."""
 
 
 def _model_identity(cfg: RaysaeConfig) -> dict[str, Any]:
@@ -72,7 +74,7 @@ def cache_key(cfg: RaysaeConfig, hook_point: str, layout: str) -> str:
 
 def cache_dir(cfg: RaysaeConfig, hook_point: str, layout: str) -> str:
     """The cache's folder: a path, or a URI when `activations.cache_dir` is one."""
-    return storage.join(cfg.activations.cache_dir, cache_key(cfg, hook_point, layout))
+    return filesystem.join(cfg.activations.cache_dir, cache_key(cfg, hook_point, layout))
 
 
 def new_manifest(cfg: RaysaeConfig, hook_point: str, layout: str) -> dict[str, Any]:
@@ -98,24 +100,24 @@ def new_manifest(cfg: RaysaeConfig, hook_point: str, layout: str) -> dict[str, A
     }
 
 
-def read_manifest(directory: storage.Location) -> dict[str, Any] | None:
-    path = storage.join(directory, MANIFEST)
+def read_manifest(directory: filesystem.Location) -> dict[str, Any] | None:
+    path = filesystem.join(directory, MANIFEST)
     try:
-        return json.loads(storage.read_bytes(path))
+        return json.loads(filesystem.read_bytes(path))
     except FileNotFoundError:
         return None
     except json.JSONDecodeError as exc:
         raise CacheError(f"{path}: not valid JSON ({exc})") from None
 
 
-def write_manifest(directory: storage.Location, manifest: dict[str, Any]) -> None:
+def write_manifest(directory: filesystem.Location, manifest: dict[str, Any]) -> None:
     """Atomic: a crash leaves the previous manifest, never half of one."""
-    storage.write_bytes(storage.join(directory, MANIFEST), json.dumps(manifest, indent=1).encode())
+    filesystem.write_bytes(filesystem.join(directory, MANIFEST), json.dumps(manifest, indent=1).encode())
 
 
-def file_sha256(path: storage.Location) -> str:
+def file_sha256(path: filesystem.Location) -> str:
     h = hashlib.sha256()
-    with storage.open_input(path) as f:
+    with filesystem.open_input(path) as f:
         for chunk in iter(lambda: f.read(1 << 22), b""):
             h.update(chunk)
     return h.hexdigest()
@@ -125,12 +127,12 @@ _VERIFIED: dict[str, tuple] = {}
 """Caches whose checksums this process has checked, with the file stamps they had then."""
 
 
-def _stamps(directory: storage.Location, manifest: dict[str, Any]) -> tuple:
+def _stamps(directory: filesystem.Location, manifest: dict[str, Any]) -> tuple:
     files = [MANIFEST] + [s["file"] for s in manifest["shards"]]
-    return tuple(storage.stamp(storage.join(directory, f)) for f in files)
+    return tuple(filesystem.stamp(filesystem.join(directory, f)) for f in files)
 
 
-def verify_cache(directory: storage.Location, *, checksums: bool = True) -> dict[str, Any]:
+def verify_cache(directory: filesystem.Location, *, checksums: bool = True) -> dict[str, Any]:
     """The manifest of a complete cache whose shards are all present and intact.
 
     Each shard's row count is read from its Parquet metadata; with `checksums`
@@ -141,78 +143,92 @@ def verify_cache(directory: storage.Location, *, checksums: bool = True) -> dict
 
     manifest = read_manifest(directory)
     if manifest is None:
-        raise CacheError(f"{storage.join(directory, MANIFEST)}: missing; not an activation cache")
+        raise CacheError(f"{filesystem.join(directory, MANIFEST)}: missing; not an activation cache")
     if not manifest["complete"]:
         raise CacheError(f"{directory}: cache is incomplete; rerun `python -m raysae.generate` to finish it")
     stamps = _stamps(directory, manifest)
-    if _VERIFIED.get(storage.absolute(directory)) == stamps:
+    if _VERIFIED.get(filesystem.absolute(directory)) == stamps:
         return manifest
     for shard, found in zip(manifest["shards"], stamps[1:], strict=True):
-        path = storage.join(directory, shard["file"])
+        path = filesystem.join(directory, shard["file"])
         if found is None:
             raise CacheError(f"cache shard {path}: missing")
         if checksums and file_sha256(path) != shard["sha256"]:
             raise CacheError(f"cache shard {path}: checksum mismatch (corrupted or truncated)")
         try:
-            fs, inner = storage.resolve(path)
+            fs, inner = filesystem.resolve(path)
             meta = pq.read_metadata(inner, filesystem=fs)
         except Exception as exc:
             raise CacheError(f"cache shard {path}: unreadable ({exc})") from None
         if meta.num_rows != shard["rows"]:
             raise CacheError(f"cache shard {path}: {meta.num_rows} rows, manifest says {shard['rows']}")
     if checksums:
-        _VERIFIED[storage.absolute(directory)] = stamps
+        _VERIFIED[filesystem.absolute(directory)] = stamps
     return manifest
 
 
-def shard_paths(directory: storage.Location, manifest: dict[str, Any]) -> list[str]:
-    return [storage.join(directory, s["file"]) for s in manifest["shards"]]
+def shard_paths(directory: filesystem.Location, shards: list[dict[str, Any]]) -> list[str]:
+    """The files of these manifest entries (`{"file", "rows", "sha256"}`)."""
+    return [filesystem.join(directory, s["file"]) for s in shards]
+
+
+def shard_sequence(shards: list[dict[str, Any]], seed: int, rows: int) -> list[dict[str, Any]]:
+    """Shards in a fresh seeded order per epoch, as many epochs as `rows` needs."""
+    out, total, epoch = [], 0, 0
+    while total < rows:
+        for i in np.random.default_rng([seed, epoch]).permutation(len(shards)):
+            out.append(shards[i])
+            total += shards[i]["rows"]
+            if total >= rows:
+                break
+        epoch += 1
+    return out
+
+
+def _read_shard(batch: dict[str, np.ndarray]) -> pa.Table:
+    import pyarrow.parquet as pq
+
+    fs, path = filesystem.resolve(str(batch["path"][0]))
+    return pq.read_table(path, columns=list(batch["columns"][0]) or None, filesystem=fs)
+
+
+def read_shards(
+    directory: filesystem.Location, shards: list[dict[str, Any]], *, columns: list[str] | None = None
+):
+    """A Ray Dataset reading exactly these shards (manifest entries) in this order, one block each.
+
+    The one way raysae reads a cache. A shard may appear more than once (several
+    epochs in one stream) and the order is kept, so a training stream can restart
+    at any shard. Verify the cache first (`verify_cache`).
+    """
+    import ray
+
+    if not shards:
+        raise CacheError(f"{directory}: no cache shards to read")
+    items = [{"path": p, "columns": columns or []} for p in shard_paths(directory, shards)]
+    ds = ray.data.from_items(items, override_num_blocks=len(items))
+    ds.context.execution_options.preserve_order = True
+    # Ray types `fn` as taking any batch format; with batch_format="numpy" it gets a dict of arrays.
+    return ds.map_batches(_read_shard, batch_size=1, batch_format="numpy")  # pyright: ignore[reportArgumentType]
 
 
 def read_cache(
-    directory: storage.Location,
+    directory: filesystem.Location,
     *,
     seed: int | None = 0,
     columns: list[str] | None = None,
     shards: slice = slice(None),
+    epochs: int = 1,
 ):
     """A streaming Ray Dataset over a verified cache (optionally a slice of its shards).
 
-    With a `seed`, the file order is shuffled, and reshuffled each time the
-    dataset is executed (each epoch); `seed=None` keeps the written order.
+    With a `seed`, the shards are read in a fresh seeded order for each of the
+    `epochs` (`shard_sequence`, the order training uses); `seed=None` reads them
+    once in the written order.
     """
-    import ray
-
-    manifest = verify_cache(directory)
-    paths = shard_paths(directory, manifest)[shards]
-    if not paths:
-        raise CacheError(f"{directory}: no shards in {shards} of {len(manifest['shards'])}")
-    shuffle = ray.data.FileShuffleConfig(seed=seed) if seed is not None else None
-    ds = ray.data.read_parquet(paths, columns=columns, shuffle=shuffle)
-    if seed is None:
-        ds.context.execution_options.preserve_order = True
-    return ds
-
-
-def _read_shard(batch: dict) -> Any:
-    import pyarrow.parquet as pq
-
-    fs, path = storage.resolve(str(batch["path"][0]))
-    return pq.read_table(path, columns=list(batch["columns"][0]) or None, filesystem=fs)
-
-
-def read_shard_sequence(paths: list[str], *, columns: list[str] | None = None):
-    """A Ray Dataset reading exactly these shard files in this order, one block per file.
-
-    Unlike `read_parquet`, a file may appear more than once (several epochs in
-    one stream) and the order is kept, so a stream can be restarted at any
-    shard. Verify the cache first (`verify_cache`).
-    """
-    import ray
-
-    if not paths:
-        raise CacheError("no cache shards to read")
-    items = [{"path": p, "columns": columns or []} for p in paths]
-    ds = ray.data.from_items(items, override_num_blocks=len(items))
-    ds.context.execution_options.preserve_order = True
-    return ds.map_batches(_read_shard, batch_size=1, batch_format="numpy")
+    entries = verify_cache(directory)["shards"][shards]
+    if not entries:
+        raise CacheError(f"{directory}: no shards in {shards} of the cache")
+    if seed is not None:
+        entries = shard_sequence(entries, seed, epochs * sum(s["rows"] for s in entries))
+    return read_shards(directory, entries, columns=columns)

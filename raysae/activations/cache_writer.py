@@ -18,9 +18,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from raysae import storage
-from raysae.activations.cache import CacheError, file_sha256, read_manifest, write_manifest
+from raysae import filesystem
+from raysae.activations.cache import file_sha256, read_manifest, write_manifest
 from raysae.activations.generation import tensor_column, token_rows
+from raysae.errors import CacheError
 
 log = logging.getLogger("raysae.cache")
 
@@ -30,7 +31,7 @@ class CacheBuilder:
 
     def __init__(
         self,
-        directory: storage.Location,
+        directory: filesystem.Location,
         manifest: dict[str, Any],
         *,
         column: str,
@@ -52,7 +53,7 @@ class CacheBuilder:
         if existing is not None and existing.get("key") != manifest["key"]:
             raise CacheError(f"{self.dir}: holds cache {existing.get('key')!r}, not {manifest['key']!r}")
         self.manifest = existing or manifest
-        storage.make_dirs(self.dir)
+        filesystem.make_dirs(self.dir)
         self._remove_stray_shards()
         self._buffer: list[np.ndarray] = []
         self._buffer_ids: list[np.ndarray] = []
@@ -72,9 +73,9 @@ class CacheBuilder:
 
     def _remove_stray_shards(self) -> None:
         listed = {s["file"] for s in self.manifest["shards"]}
-        for name in storage.list_names(self.dir):
+        for name in filesystem.list_names(self.dir):
             if name.startswith("shard-") and name not in listed:
-                storage.delete_file(storage.join(self.dir, name))
+                filesystem.delete_file(filesystem.join(self.dir, name))
 
     def start_pass(self) -> None:
         self.manifest["generation_passes"] += 1
@@ -131,7 +132,7 @@ class CacheBuilder:
     def _write_shard(self, columns: dict[str, pa.Array]) -> None:
         name = f"shard-{len(self.manifest['shards']):05d}.parquet"
         table = pa.table(columns)
-        with storage.staged_file(storage.join(self.dir, name)) as tmp:
+        with filesystem.staged_file(filesystem.join(self.dir, name)) as tmp:
             pq.write_table(table, tmp, compression="none")
             sha256 = file_sha256(tmp)
         rows = table.num_rows

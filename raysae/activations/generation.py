@@ -1,4 +1,4 @@
-"""Activations from token contexts on a Ray Data actor pool.
+"""Activations from token contexts on a Ray Data actor pool, for caches or streamed live.
 
 Each actor loads the model once; `map_batches` feeds it `model_batch_size`
 contexts at a time and gets back, per context, its id, its tokens and the
@@ -14,7 +14,8 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from raysae.activations.models import check_hook_points, hook_activations, load_model
+from raysae.activations.language_model import check_hook_points, hook_activations, load_model, tokenizer_for
+from raysae.activations.tokens import contexts_for_tokens, pack_contexts, rows_per_context
 from raysae.config import ModelConfig, RaysaeConfig
 from raysae.devices import DTYPES
 
@@ -84,13 +85,13 @@ def generation_dataset(cfg: RaysaeConfig, tokens: np.ndarray, first_id: int, hoo
             "model": cfg.model.model_dump(),
             "hook_points": hook_points,
             "dtype": a.dtype,
-            "threads": round(a.cpus_per_actor),
+            "threads": round(a.actors.cpus),
         },
         batch_size=step,
         batch_format="numpy",
-        compute=ray.data.ActorPoolStrategy(size=a.num_actors),
-        num_cpus=a.cpus_per_actor,
-        num_gpus=a.num_gpus_per_actor,
+        compute=ray.data.ActorPoolStrategy(size=a.actors.num),
+        num_cpus=a.actors.cpus,
+        num_gpus=a.actors.gpus,
         zero_copy_batch=True,
     )
 
@@ -101,3 +102,21 @@ def token_rows(acts: np.ndarray, skip_first: bool) -> np.ndarray:
     if skip_first:
         acts = acts[:, 1:]
     return acts.reshape(-1, acts.shape[-1])
+
+
+def live_dataset(cfg: RaysaeConfig, contexts: range | None = None):
+    """Training rows (`acts` [d_model]) generated on the fly, never touching disk.
+
+    By default the contexts of the training budget (`activations.n_tokens` rows);
+    `contexts` picks other ones by index in the packed corpus.
+    """
+    whole_budget = contexts is None
+    if contexts is None:
+        contexts = range(contexts_for_tokens(cfg.data, cfg.activations.n_tokens))
+    tokens = pack_contexts(cfg.data, tokenizer_for(cfg), contexts.stop)[contexts.start :]
+    skip = rows_per_context(cfg.data) < cfg.data.context_size
+    ds = generation_dataset(cfg, tokens, contexts.start, [cfg.model.hook_point])
+    ds = ds.map_batches(
+        lambda b: {"acts": token_rows(np.asarray(b["acts_0"]), skip)}, batch_size=None, batch_format="numpy"
+    )
+    return ds.limit(cfg.activations.n_tokens) if whole_budget else ds

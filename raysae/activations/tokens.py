@@ -13,10 +13,12 @@ import logging
 import math
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from raysae.config import ConfigError, DataConfig
+from raysae.config import DataConfig
+from raysae.errors import ConfigError
 
 log = logging.getLogger("raysae.tokens")
 BUILDERS = {".txt": "text", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
@@ -32,9 +34,11 @@ def iter_documents(cfg: DataConfig) -> Iterator[str]:
     """The corpus's documents in a seeded random order."""
     import datasets
 
-    if cfg.path is None:
+    path = cfg.path
+    if path is None:
         raise ConfigError([("data.path", "no corpus given: set a local file or folder, or a hub dataset")])
-    local = Path(cfg.path)
+    ds: Any  # a Dataset or, streamed from the hub, an IterableDataset: rows are mappings either way
+    local = Path(path)
     if local.exists():
         files = _local_files(local)
         builders = {BUILDERS.get(f.suffix) for f in files}
@@ -42,13 +46,16 @@ def iter_documents(cfg: DataConfig) -> Iterator[str]:
             raise ConfigError(
                 [("data.path", f"{cfg.path}: expected .txt, .json(l) or .parquet files of one kind")]
             )
-        builder = builders.pop()
-        extra = {"sample_by": "document"} if builder == "text" else {}
-        ds = datasets.load_dataset(builder, data_files=[str(f) for f in files], split="train", **extra)
+        builder = BUILDERS[files[0].suffix]  # the one kind they all are
+        files_arg = [str(f) for f in files]
+        if builder == "text":  # one document per file, not one per line
+            ds = datasets.load_dataset(builder, data_files=files_arg, split="train", sample_by="document")
+        else:
+            ds = datasets.load_dataset(builder, data_files=files_arg, split="train")
         ds = ds.shuffle(seed=cfg.seed)
     else:
         try:
-            ds = datasets.load_dataset(cfg.path, split=cfg.split, streaming=True)
+            ds = datasets.load_dataset(path, split=cfg.split, streaming=True)
         except Exception as exc:  # the hub client raises many types; all mean "cannot open"
             raise ConfigError([("data.path", f"cannot open dataset {cfg.path!r}: {exc}")]) from None
         ds = ds.shuffle(seed=cfg.seed, buffer_size=10_000)

@@ -1,9 +1,9 @@
 """Per-feature analysis of trained SAEs into the store.
 
 The math (`encode`, `stats`, `logits`, `documents`) has no Ray imports;
-`run` and `pipeline` put it on a Ray Data actor pool.
+`sources` and `actors` put it on a Ray Data actor pool, and `analyze` drives it.
 """
 
-from raysae.analysis.run import analyse, select_saes
+from raysae.analysis.analyze import analyze
 
-__all__ = ["analyse", "select_saes"]
+__all__ = ["analyze"]

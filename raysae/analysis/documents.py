@@ -1,4 +1,4 @@
-"""The `features` and `saes` documents of DESIGN.md §6, from the merged statistics."""
+"""The `features` and `saes` documents of docs/architecture.md ("Store"), from the merged statistics."""
 
 from __future__ import annotations
 

@@ -22,7 +22,7 @@ class EncodedBatch(NamedTuple):
     """What one SAE gave on one batch of contexts."""
 
     n_tokens: int
-    """Positions analysed (excluded ones not counted)."""
+    """Positions analyzed (excluded ones not counted)."""
     count: np.ndarray
     """[d_sae] int64: positions where the feature is > 0."""
     total: np.ndarray

@@ -33,7 +33,7 @@ def example_priority(context_ids: np.ndarray, feats: np.ndarray | int) -> np.nda
 
 
 class Totals:
-    """Dense per-feature sums over every analysed token."""
+    """Dense per-feature sums over every analyzed token."""
 
     def __init__(self, d_sae: int):
         self.n_tokens = 0
@@ -76,7 +76,8 @@ class Peaks:
                 np.zeros(0, np.float32),
                 np.zeros(0, np.int32),
             )
-        return tuple(np.concatenate(col) for col in zip(*self._parts, strict=True))
+        ctx, feats, vals, pos = (np.concatenate(col) for col in zip(*self._parts, strict=True))
+        return ctx, feats, vals, pos
 
 
 class Examples(NamedTuple):

@@ -7,13 +7,17 @@ errors, and the docstring under each field is its description (shown by
 
 from __future__ import annotations
 
+import enum
 from pathlib import PurePosixPath
-from typing import Annotated
+from typing import Annotated, Any, Literal
 from urllib.parse import unquote, urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict
 
-from raysae.storage import REMOTE_SCHEMES, URI  # stdlib only at import; pyarrow is imported on use
+from raysae.filesystem import REMOTE_SCHEMES, URI  # stdlib only at import; pyarrow is imported on use
+
+FloatDType = Literal["float32", "bfloat16", "float16"]
+"""The floating-point dtypes a config may name (`raysae.devices.DTYPES`)."""
 
 
 class Section(BaseModel):
@@ -28,34 +32,46 @@ class Section(BaseModel):
     )
 
 
-class ConfigError(ValueError):
-    """A config that cannot be used; the message names every bad dotted path.
+class Scope(enum.Enum):
+    """What a field of an SAE's own settings (`sae.*`, `train.*`) means for populations and resumes.
 
-    `problems` holds `(dotted_path, message)` pairs so callers (tests, the sweep's
-    search-space checks) can inspect them without parsing the text.
+    Every field of a `ScopedSection` carries exactly one, as `Annotated` metadata
+    (`lr: Annotated[float, MEMBER] = ...`), so a new field cannot fall into none.
     """
 
-    def __init__(self, problems: list[tuple[str, str]], source: str | None = None):
-        self.problems = problems
-        self.source = source
-        where = f"{source}: " if source else ""
-        if len(problems) == 1:
-            path, msg = problems[0]
-            text = f"{where}{path}: {msg}" if path else f"{where}{msg}"
-        else:
-            lines = [f"  {p}: {m}" if p else f"  {m}" for p, m in problems]
-            text = f"{where}{len(problems)} problems in the config\n" + "\n".join(lines)
-        super().__init__(text)
+    MEMBER = "member"
+    """May differ between the SAEs of a population; a resumed run refuses a change."""
+    SHARED = "shared"
+    """Decides the batches every SAE of a population sees, so it is the same for all of them;
+    a resumed run refuses a change."""
+    OPERATIONAL = "operational"
+    """How the run executes (workers, checkpoints, logging): a resumed run may change it."""
 
-    def __reduce__(self):
-        # Rebuild from the problems, not the text, so the error survives pickling
-        # (e.g. raised inside a Ray actor and re-raised in the driver).
-        return (type(self), (self.problems, self.source))
+
+MEMBER, SHARED, OPERATIONAL = Scope.MEMBER, Scope.SHARED, Scope.OPERATIONAL
+
+
+class ScopedSection(Section):
+    """A section whose every field declares its `Scope`."""
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        for name, field in cls.model_fields.items():
+            scopes = [m for m in field.metadata if isinstance(m, Scope)]
+            if len(scopes) != 1:
+                raise TypeError(
+                    f"{cls.__name__}.{name}: give it exactly one Scope (MEMBER, SHARED, OPERATIONAL)"
+                )
+
+    @classmethod
+    def scope(cls, name: str) -> Scope:
+        return next(m for m in cls.model_fields[name].metadata if isinstance(m, Scope))
 
 
 def shared_storage(value: str) -> str:
     """A folder given as a path, a `file://` URI (turned into a path) or an object-store URI
-    (`s3://bucket/prefix`, kept as it is; read and written through `raysae.storage`)."""
+    (`s3://bucket/prefix`, kept as it is; read and written through `raysae.filesystem`)."""
     found = URI.match(value)
     if not found:
         return value

@@ -6,14 +6,18 @@ from collections.abc import Iterator
 
 from pydantic import Field
 
+from raysae.config.activations import ActivationsConfig, DataConfig, ModelConfig
+from raysae.config.analysis import AnalysisConfig
 from raysae.config.base import Section, SharedStorage
-from raysae.config.pipeline import ActivationsConfig, DataConfig, ModelConfig
-from raysae.config.run import AnalysisConfig, StoreConfig, SweepConfig, TrackingConfig
-from raysae.config.sae import SAEConfig, TrainConfig
+from raysae.config.sae import SAEConfig
+from raysae.config.services import StoreConfig, TrackingConfig
+from raysae.config.sweep import SweepConfig
+from raysae.config.train import TrainConfig
+from raysae.models import width_problems
 
 
 class RaysaeConfig(Section):
-    """Everything one raysae command needs; DESIGN.md §3."""
+    """Everything one raysae command needs (docs/architecture.md, "Config")."""
 
     name: str = Field(default="raysae", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     """Run name: the run directory is `<output_dir>/<name>/` and SAE ids start with it."""
@@ -50,21 +54,10 @@ class RaysaeConfig(Section):
     """MLflow tracking."""
 
 
-def sae_problems(sae: SAEConfig, d_in: int | None, path: str = "sae") -> Iterator[tuple[str, str]]:
-    """Checks of an SAE config that need the input width (when it is known)."""
-    d_in = sae.d_in or d_in
-    if d_in is None:
-        return
-    d_sae = sae.d_sae or sae.expansion_factor * d_in
-    if sae.architecture in ("topk", "batchtopk") and sae.k > d_sae:
-        yield f"{path}.k", f"k={sae.k} is larger than d_sae={d_sae}"
-    if sae.k_aux is not None and sae.k_aux > d_sae:
-        yield f"{path}.k_aux", f"k_aux={sae.k_aux} is larger than d_sae={d_sae}"
-
-
 def cross_field_problems(cfg: RaysaeConfig) -> Iterator[tuple[str, str]]:
     """Checks that span several fields; each yields `(dotted_path, message)`."""
-    yield from sae_problems(cfg.sae, None)
+    if cfg.sae.d_in is not None:
+        yield from width_problems(cfg.sae, cfg.sae.d_in)
     t = cfg.train
     if t.lr_warmup_fraction + t.lr_decay_fraction > 1:
         yield (

@@ -7,7 +7,7 @@ Routes (SAE ids contain slashes, e.g. `quickstart-sweep/t001`):
     /sae/<sae_id>/feature/<index>      one feature
     /sae/<sae_id>/goto?index=N         jump to a feature
     /sae/<sae_id>/random               a random alive feature
-    /pareto/<name>.png                 the run's Pareto plot
+    /pareto/<name>.png                 a sweep's Pareto plot (stored with its ranking)
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ def create_app(store: Store, *, title: str = "raysae feature browser", seed: int
         if sort not in columns:
             abort(400, f"cannot sort by {sort!r}; columns: {', '.join(columns)}")
         saes = queries.list_saes(store, sort, descending)
-        runs = queries.runs_with_pareto(saes)
+        runs = queries.runs_with_pareto(store, saes)
         return render_template(
             "saes.html", saes=saes, metrics=metrics, sort=sort, descending=descending, runs=runs
         )
@@ -99,7 +99,7 @@ def create_app(store: Store, *, title: str = "raysae feature browser", seed: int
         sae = sae_or_404(sae_id)
         index = queries.random_alive_index(store, sae, rng)
         if index is None:
-            abort(404, f"SAE {sae_id!r} has no alive feature: none fired on the analysed tokens.")
+            abort(404, f"SAE {sae_id!r} has no alive feature: none fired on the analyzed tokens.")
         return redirect(url_for("feature", sae_id=sae_id, index=index))
 
     @app.get("/sae/<path:sae_id>")
@@ -142,7 +142,8 @@ def create_app(store: Store, *, title: str = "raysae feature browser", seed: int
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
-        return render_template("error.html", code=exc.code, name=exc.name, message=exc.description), exc.code
+        code = exc.code or 500
+        return render_template("error.html", code=code, name=exc.name, message=exc.description), code
 
     @app.errorhandler(LookupError)
     def old_analysis(exc: LookupError):

@@ -8,7 +8,6 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from raysae import storage
 from raysae.store import Store
 
 SAE_LIST_FIELDS = {
@@ -78,7 +77,7 @@ def _frequency_at(store: Store, sae_id: str, rank: int) -> float:
     doc = store.features.find_one({"sae_id": sae_id, "rank_frequency": rank}, {"_id": 0, "act_frequency": 1})
     if doc is None:
         raise LookupError(
-            f"SAE {sae_id!r} has no feature of frequency rank {rank}: analysed by an older raysae?"
+            f"SAE {sae_id!r} has no feature of frequency rank {rank}: analyzed by an older raysae?"
         )
     return doc["act_frequency"]
 
@@ -152,19 +151,15 @@ def random_alive_index(store: Store, sae: dict[str, Any], rng: random.Random) ->
     return None if doc is None else doc["index"]
 
 
-def runs_with_pareto(saes: list[dict[str, Any]]) -> list[str]:
-    """Names of the listed SAEs' runs whose directory holds a `pareto.png`."""
-    runs = {s["name"]: s.get("run_dir") for s in saes}
-    return sorted(n for n, d in runs.items() if d and storage.exists(storage.join(d, "pareto.png")))
+def runs_with_pareto(store: Store, saes: list[dict[str, Any]]) -> list[str]:
+    """Names of the listed SAEs' sweeps that stored a Pareto plot."""
+    names = sorted({s["name"] for s in saes if s.get("name")})
+    found = store.sweeps.find({"_id": {"$in": names}, "pareto_png": {"$ne": None}}, {"_id": 1})
+    return sorted(d["_id"] for d in found)
 
 
 def pareto_png(store: Store, name: str) -> bytes | None:
-    """The Pareto plot of the run called `name`, if its run directory (local or on an object
-    store) has one."""
-    doc = store.saes.find_one({"name": name, "run_dir": {"$exists": True}}, {"run_dir": 1})
-    if doc is None:
-        return None
-    try:
-        return storage.read_bytes(storage.join(doc["run_dir"], "pareto.png"))
-    except (FileNotFoundError, IsADirectoryError):
-        return None
+    """The Pareto plot the sweep called `name` stored with its ranking, if any."""
+    doc = store.sweeps.find_one({"_id": name}, {"pareto_png": 1})
+    png = (doc or {}).get("pareto_png")
+    return bytes(png) if png else None

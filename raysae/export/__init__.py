@@ -1,1 +1,1 @@
-"""Exports of analysed SAEs to other tools (`python -m raysae.export FORMAT ...`)."""
+"""Exports of analyzed SAEs to other tools (`python -m raysae.export FORMAT ...`)."""

@@ -1,25 +1,21 @@
 """`python -m raysae.export neuronpedia (--store DIR | --uri URI) --sae SAE_ID [--out DIR]`:
-write an analysed SAE's features in Neuronpedia's bulk-import layout.
+write an analyzed SAE's features in Neuronpedia's bulk-import layout.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 from collections.abc import Sequence
 
-from raysae import storage
-from raysae.cli import run_main
+from raysae import filesystem
+from raysae.cli import add_store_arguments, first_line, run_main, store_from_args
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m raysae.export", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m raysae.export", description=first_line(__doc__))
     formats = p.add_subparsers(dest="format", required=True, metavar="FORMAT")
     np_ = formats.add_parser("neuronpedia", help="JSON batches for Neuronpedia's bulk import")
-    where = np_.add_mutually_exclusive_group()
-    where.add_argument("--uri", help="a MongoDB URI (default: $MONGODB_URI)")
-    where.add_argument("--store", metavar="DIR", help="a run's embedded store folder, or the run directory")
-    np_.add_argument("--database", default="raysae")
+    add_store_arguments(np_)
     np_.add_argument(
         "--sae", required=True, metavar="SAE_ID", help="the SAE's id in the store, e.g. my-sweep/t003"
     )
@@ -36,14 +32,13 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     from raysae.export.neuronpedia import export_neuronpedia
-    from raysae.store import connect
+    from raysae.run_dir import RunDir
 
-    uri = args.uri or (None if args.store else os.environ.get("MONGODB_URI"))
-    with connect(uri, args.store, args.database) as store:
+    with store_from_args(args) as store:
         out = args.out
         if out is None:
             sae = store.saes.find_one({"_id": args.sae}, {"run_dir": 1}) or {}
-            out = storage.join(sae.get("run_dir", "."), "neuronpedia", args.sae.replace("/", "__"))
+            out = RunDir(sae.get("run_dir", ".")).neuronpedia(args.sae)
         try:
             files = export_neuronpedia(
                 store,
@@ -56,7 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         except LookupError as exc:
             raise ValueError(str(exc.args[0])) from None
-    print(f"wrote {len(files)} Neuronpedia batch file(s) for {args.sae} to {storage.absolute(out)}")
+    print(f"wrote {len(files)} Neuronpedia batch file(s) for {args.sae} to {filesystem.absolute(out)}")
     return 0
 
 

@@ -1,4 +1,4 @@
-"""An SAE's analysed features in Neuronpedia's bulk-import layout: the JSON batches
+"""An SAE's analyzed features in Neuronpedia's bulk-import layout: the JSON batches
 that SAEDashboard's `NeuronpediaRunner` writes (`batch-<n>.json`, each
 {model_id, layer, sae_set, features: [...], settings}), built from the store's
 `features` documents instead of rerunning the model."""
@@ -10,7 +10,8 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-from raysae import storage
+from raysae import filesystem
+from raysae.activations.language_model import block_index
 from raysae.analysis.documents import NON_ACTIVATING
 from raysae.store import Store
 
@@ -18,9 +19,8 @@ DECIMALS = 3  # as Neuronpedia's own exporter rounds
 
 
 def layer_of(hook_point: str) -> int:
-    """The block number in a TransformerLens hook name (`blocks.6.hook_resid_post` -> 6)."""
-    found = re.search(r"blocks\.(\d+)\.", hook_point)
-    return int(found.group(1)) if found else 0
+    """Neuronpedia's layer of a hook point: its block, 0 for hooks outside the blocks."""
+    return block_index(hook_point) or 0
 
 
 def _round(values) -> list[float]:
@@ -118,7 +118,7 @@ def _feature_docs(store: Store, sae_id: str, d_sae: int, per_batch: int) -> Iter
 def export_neuronpedia(
     store: Store,
     sae_id: str,
-    out: storage.Location,
+    out: filesystem.Location,
     *,
     model_id: str | None = None,
     sae_set: str | None = None,
@@ -145,9 +145,9 @@ def export_neuronpedia(
         "n_prompt_to_select": analysis.get("n_contexts"),
         "hook_point": sae.get("hook_point"),
         "raysae_sae_id": sae_id,
-        "n_tokens_analysed": analysis.get("n_tokens"),
+        "n_tokens_analyzed": analysis.get("n_tokens"),
     }
-    storage.make_dirs(out)
+    filesystem.make_dirs(out)
     files = []
     for n, docs in enumerate(_feature_docs(store, sae_id, int(sae["d_sae"]), features_per_batch)):
         features = [
@@ -160,7 +160,9 @@ def export_neuronpedia(
             )
             for d in docs
         ]
-        path = storage.join(out, f"batch-{n}.json")  # written whole or not at all
-        storage.write_bytes(path, json.dumps({**meta, "features": features, "settings": settings}).encode())
+        path = filesystem.join(out, f"batch-{n}.json")  # written whole or not at all
+        filesystem.write_bytes(
+            path, json.dumps({**meta, "features": features, "settings": settings}).encode()
+        )
         files.append(path)
     return files

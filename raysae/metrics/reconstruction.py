@@ -58,7 +58,7 @@ class ReconstructionStats:
         self._add(_Moments.of(x), _Moments.of(err), float(err.pow(2).sum()))
 
     def merge(self, other: ReconstructionStats) -> ReconstructionStats:
-        if other.x is not None:
+        if other.x is not None and other.err is not None:
             self._add(other.x, other.err, other.sse)
         return self
 
@@ -72,7 +72,7 @@ class ReconstructionStats:
         return 0 if self.x is None else self.x.n
 
     def result(self) -> dict[str, float]:
-        if self.x is None:
+        if self.x is None or self.err is None:
             raise ValueError("no activations were evaluated")
         total_var = float(self.x.m2.sum())
         return {
@@ -80,10 +80,3 @@ class ReconstructionStats:
             "fvu": self.sse / total_var,
             "explained_variance": 1.0 - float(self.err.m2.sum()) / total_var,
         }
-
-
-def reconstruction_metrics(x: Tensor, x_hat: Tensor) -> dict[str, float]:
-    """The same metrics for one in-memory batch."""
-    stats = ReconstructionStats()
-    stats.update(x, x_hat)
-    return stats.result()

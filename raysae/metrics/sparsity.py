@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -43,11 +42,3 @@ class FiringStats:
 def log_feature_density(frequency: Tensor) -> Tensor:
     """log10 of each feature's firing frequency (SAELens's `sparsity` tensor)."""
     return torch.log10(frequency.double().clamp_min(DENSITY_EPS)).float()
-
-
-def density_histogram(
-    log_density: Tensor, bins: int = 50, low: float = -10.0, high: float = 0.0
-) -> tuple[np.ndarray, np.ndarray]:
-    """Counts of features per log10-density bin over [low, high]; returns (counts, edges)."""
-    values = log_density.detach().cpu().double().numpy().clip(low, high)
-    return np.histogram(values, bins=bins, range=(low, high))

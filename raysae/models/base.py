@@ -9,19 +9,26 @@ training, so a finished SAE reads raw activations with `s = 1`.
 Losses are computed in normalised units (inputs times `s`) so coefficients mean
 the same on every model: `mse_loss` is the squared error summed over `d_in`
 and averaged over tokens.
+
+The models are plain PyTorch: no Ray, no `torch.distributed`, no files. State
+that training keeps across steps (which latents are dead, BatchTopK's inference
+threshold) is updated by the trainer from `batch_statistics`, which data-parallel
+workers sum first, so that a forward pass on one worker can never wait for another.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar, NamedTuple
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 import torch
-import torch.distributed as dist
 from torch import Tensor, nn
 
-from raysae.config import SAEConfig
 from raysae.devices import DTYPES
 from raysae.models.init import geometric_median
+
+if TYPE_CHECKING:  # the models read their settings; they never load or validate a config
+    from raysae.config import SAEConfig
 
 
 class ForwardOutput(NamedTuple):
@@ -41,11 +48,6 @@ class ForwardOutput(NamedTuple):
     """Weighted AuxK loss on dead latents (topk, batchtopk); 0 otherwise."""
 
 
-def data_parallel_world() -> int:
-    """Workers training this SAE together (torch.distributed's world size), 1 when alone."""
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-
-
 class SparseAutoencoder(nn.Module):
     """Base class; subclasses set `architecture` and implement `activate`."""
 
@@ -55,12 +57,33 @@ class SparseAutoencoder(nn.Module):
     """The SAELens inference class this SAE is saved as."""
     unit_norm_decoder: ClassVar[bool] = True
     """Keep decoder rows at unit norm during training (removing the parallel gradient)."""
+    k: int | None = None
+    """Active latents per token in use (the top-k family, which the trainer anneals); None otherwise."""
+
+    input_scale: Tensor
+    """Multiplies raw inputs; 1 once folded into the weights."""
+    tokens_since_fired: Tensor
+    """[d_sae] training tokens since each latent last fired (the dead mask)."""
+    initialized: Tensor
+    """Whether the input scale and `b_dec` were set from data."""
+
+    @staticmethod
+    def width(cfg: SAEConfig, d_in: int) -> int:
+        """d_sae: `sae.d_sae`, else `sae.expansion_factor * d_in`."""
+        return cfg.d_sae or cfg.expansion_factor * d_in
+
+    @classmethod
+    def width_problems(cls, cfg: SAEConfig, d_in: int) -> Iterator[tuple[str, str]]:
+        """What is wrong with `cfg` for inputs of width `d_in`, as `(dotted path, message)`."""
+        d_sae = cls.width(cfg, d_in)
+        if cfg.k_aux is not None and cfg.k_aux > d_sae:
+            yield "sae.k_aux", f"k_aux={cfg.k_aux} is larger than d_sae={d_sae}"
 
     def __init__(self, cfg: SAEConfig, d_in: int):
         super().__init__()
         self.cfg = cfg
         self.d_in = d_in
-        self.d_sae = cfg.d_sae or cfg.expansion_factor * d_in
+        self.d_sae = self.width(cfg, d_in)
         dtype = DTYPES[cfg.dtype]
         self.W_enc = nn.Parameter(torch.empty(d_in, self.d_sae, dtype=dtype))
         self.b_enc = nn.Parameter(torch.zeros(self.d_sae, dtype=dtype))
@@ -117,35 +140,54 @@ class SparseAutoencoder(nn.Module):
         """Feature activations -> reconstruction in the units of the input."""
         return (feature_acts @ self.W_dec + self.b_dec) / self.input_scale
 
-    def forward(self, x: Tensor, *, sparsity_scale: float = 1.0) -> ForwardOutput:
-        """Reconstruction, features and loss terms; `sparsity_scale` is the warm-up factor."""
+    def forward(
+        self, x: Tensor, *, dead_mask: Tensor | None = None, sparsity_scale: float = 1.0
+    ) -> ForwardOutput:
+        """Reconstruction, features and loss terms.
+
+        `dead_mask` ([d_sae] bool, `dead_mask()` during training) selects the latents the
+        AuxK loss may use; without one there is no AuxK loss. `sparsity_scale` is the
+        sparsity penalty's warm-up factor.
+        """
         x_n = x.to(self.W_enc.dtype) * self.input_scale
         pre = self.pre_activation(x_n)
-        acts = self.activate(pre)
+        acts, penalty = self.activate_and_penalize(pre)
         recon_n = acts @ self.W_dec + self.b_dec
         mse = (recon_n - x_n).pow(2).sum(-1).mean()
-        sparsity = self.sparsity_loss(acts, pre) * sparsity_scale
-        aux = self.aux_loss(x_n, recon_n, pre) if self.training else mse.new_zeros(())
-        if self.training:
-            self._track_firing(acts)
+        sparsity = penalty * sparsity_scale
+        aux = self.aux_loss(x_n, recon_n, pre, dead_mask) if dead_mask is not None else mse.new_zeros(())
         return ForwardOutput(recon_n / self.input_scale, acts, mse + sparsity + aux, mse, sparsity, aux)
 
-    def sparsity_loss(self, acts: Tensor, pre: Tensor) -> Tensor:
+    def activate_and_penalize(self, pre: Tensor) -> tuple[Tensor, Tensor]:
+        """Feature activations and their sparsity penalty (before the warm-up factor)."""
+        acts = self.activate(pre)
+        return acts, self.sparsity_penalty(acts)
+
+    def sparsity_penalty(self, acts: Tensor) -> Tensor:
+        """The weighted L1 (standard) or L0 (jumprelu) term; 0 for the top-k family."""
         return acts.new_zeros(())
 
-    def aux_loss(self, x_n: Tensor, recon_n: Tensor, pre: Tensor) -> Tensor:
+    def aux_loss(self, x_n: Tensor, recon_n: Tensor, pre: Tensor, dead_mask: Tensor) -> Tensor:
+        """The weighted AuxK loss on the latents of `dead_mask` (top-k family); 0 otherwise."""
         return x_n.new_zeros(())
 
+    # --- state kept across training steps -------------------------------------
+    def dead_mask(self) -> Tensor:
+        """[d_sae] bool: latents that have not fired for `sae.dead_tokens_threshold` training tokens."""
+        return self.tokens_since_fired >= self.cfg.dead_tokens_threshold
+
     @torch.no_grad()
-    def _track_firing(self, acts: Tensor) -> None:
-        fired = (acts.reshape(-1, self.d_sae) > 0).any(0)
-        world = data_parallel_world()
-        if world > 1:  # every worker keeps the same dead mask, counted in global tokens
-            fired = fired.to(torch.uint8)
-            dist.all_reduce(fired, op=dist.ReduceOp.MAX)
-            fired = fired.bool()
-        self.tokens_since_fired += world * (acts.numel() // self.d_sae)
-        self.tokens_since_fired[fired] = 0
+    def batch_statistics(self, feature_acts: Tensor) -> Tensor:
+        """What one training batch adds to the SAE's running state, as one float vector that
+        data-parallel workers sum before `update_running_state`: here, which latents fired."""
+        return (feature_acts.reshape(-1, self.d_sae) > 0).any(0).float()
+
+    @torch.no_grad()
+    def update_running_state(self, stats: Tensor, tokens: int) -> None:
+        """Apply a step's `batch_statistics` (summed over workers), which covered `tokens`
+        training tokens in all: latents that fired anywhere restart their dead count."""
+        self.tokens_since_fired += tokens
+        self.tokens_since_fired[stats[: self.d_sae] > 0] = 0
 
     # --- constraints and folding ----------------------------------------------
     @torch.no_grad()
@@ -184,12 +226,20 @@ class SparseAutoencoder(nn.Module):
             self.input_scale.fill_(1.0)
             self.initialized.fill_(True)
 
-    def saelens_cfg_extra(self) -> dict:
+    def saelens_config(self) -> dict[str, Any]:
+        """This SAE's SAELens `cfg.json` (without `metadata`, which `raysae.checkpoint` adds)."""
+        return {
+            "architecture": self.saelens_architecture,
+            "d_in": self.d_in,
+            "d_sae": self.d_sae,
+            "dtype": self.cfg.dtype,
+            "device": "cpu",
+            "apply_b_dec_to_input": True,
+            "normalize_activations": "none",
+            "reshape_activations": "none",
+            **self.saelens_cfg_extra(),
+        }
+
+    def saelens_cfg_extra(self) -> dict[str, Any]:
         """Architecture-specific keys of SAELens's cfg.json."""
         return {}
-
-    def save(self, path, **kwargs) -> None:
-        """Write this SAE in the SAELens 6.x disk format; see `raysae.checkpoint.save_sae`."""
-        from raysae.checkpoint import save_sae
-
-        save_sae(self, path, **kwargs)

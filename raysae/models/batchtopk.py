@@ -9,18 +9,23 @@ which is how the SAE is saved for SAELens.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import torch
-import torch.distributed as dist
 from torch import Tensor
 
-from raysae.config import SAEConfig
-from raysae.models.base import data_parallel_world
 from raysae.models.topk import TopKSAE
+
+if TYPE_CHECKING:
+    from raysae.config import SAEConfig
 
 
 class BatchTopKSAE(TopKSAE):
     architecture = "batchtopk"
     saelens_architecture = "jumprelu"
+    threshold: Tensor
+    """The inference threshold: an EMA of the smallest activation kept per training batch."""
+    threshold_updates: Tensor
 
     def __init__(self, cfg: SAEConfig, d_in: int):
         super().__init__(cfg, d_in)
@@ -34,24 +39,27 @@ class BatchTopKSAE(TopKSAE):
         flat = acts.reshape(-1)
         n_keep = min(self.k * (flat.numel() // self.d_sae), flat.numel())
         values, indices = flat.topk(n_keep, sorted=False)
-        self._update_threshold(values)
         return torch.zeros_like(flat).scatter_(0, indices, values).reshape(acts.shape)
 
     @torch.no_grad()
-    def _update_threshold(self, kept: Tensor) -> None:
-        positive = kept[kept > 0]
-        # [sum of the batch minima, batches with any]: summed over data-parallel workers
-        # so that every worker keeps the same threshold.
-        stat = torch.zeros(2, dtype=torch.float32, device=kept.device)
-        if positive.numel():
-            stat[0], stat[1] = positive.min().float(), 1
-        if data_parallel_world() > 1:
-            dist.all_reduce(stat)
-        if stat[1] == 0:
+    def batch_statistics(self, feature_acts: Tensor) -> Tensor:
+        """The firing mask, then [the smallest activation kept in this batch, 1] ([0, 0] when it
+        kept none): summed over workers, the mean of their batch minima."""
+        kept = feature_acts[feature_acts > 0]
+        smallest = torch.zeros(2, dtype=torch.float32, device=feature_acts.device)
+        if kept.numel():
+            smallest[0], smallest[1] = kept.min().float(), 1
+        return torch.cat([super().batch_statistics(feature_acts), smallest])
+
+    @torch.no_grad()
+    def update_running_state(self, stats: Tensor, tokens: int) -> None:
+        """Also moves the inference threshold towards the batch's smallest kept activation (an EMA)."""
+        super().update_running_state(stats, tokens)
+        total, batches = stats[self.d_sae], stats[self.d_sae + 1]
+        if batches == 0:
             return
-        smallest = stat[0] / stat[1]
         m = self.cfg.batchtopk_threshold_momentum if self.threshold_updates > 0 else 0.0
-        self.threshold.mul_(m).add_((1 - m) * smallest)
+        self.threshold.mul_(m).add_((1 - m) * (total / batches))
         self.threshold_updates += 1
 
     def inference_state(self) -> dict[str, Tensor]:
@@ -65,5 +73,5 @@ class BatchTopKSAE(TopKSAE):
             self.threshold.copy_(tensors["threshold"][0])
             self.threshold_updates.fill_(1)
 
-    def saelens_cfg_extra(self) -> dict:
+    def saelens_cfg_extra(self) -> dict[str, Any]:
         return {}

@@ -10,11 +10,15 @@ so the saved `threshold` is exactly the one training used.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import Tensor, nn
 
-from raysae.config import SAEConfig
 from raysae.models.base import SparseAutoencoder
+
+if TYPE_CHECKING:
+    from raysae.config import SAEConfig
 
 
 class JumpReLUWithL0(torch.autograd.Function):
@@ -56,13 +60,13 @@ class JumpReLUSAE(SparseAutoencoder):
             torch.full((self.d_sae,), cfg.jumprelu_init_threshold, dtype=self.W_enc.dtype)
         )
 
-    def activate(self, pre: Tensor) -> Tensor:
-        acts, self._l0 = JumpReLUWithL0.apply(pre, self.threshold, self.cfg.jumprelu_bandwidth)
-        return acts
+    def activate_and_penalize(self, pre: Tensor) -> tuple[Tensor, Tensor]:
+        # One fused function for the activations and the L0 count, with their straight-through gradients.
+        acts, l0 = JumpReLUWithL0.apply(pre, self.threshold, self.cfg.jumprelu_bandwidth)
+        return acts, self.cfg.l0_coefficient * l0.mean()
 
-    def sparsity_loss(self, acts: Tensor, pre: Tensor) -> Tensor:
-        # `forward` calls this right after `activate` on the same pre-activations.
-        return self.cfg.l0_coefficient * self._l0.mean()
+    def activate(self, pre: Tensor) -> Tensor:
+        return self.activate_and_penalize(pre)[0]
 
     @torch.no_grad()
     def after_optimizer_step(self) -> None:

@@ -20,6 +20,6 @@ class StandardSAE(SparseAutoencoder):
     def activate(self, pre: Tensor) -> Tensor:
         return pre.relu()
 
-    def sparsity_loss(self, acts: Tensor, pre: Tensor) -> Tensor:
+    def sparsity_penalty(self, acts: Tensor) -> Tensor:
         weighted = acts * self.W_dec.norm(dim=-1)
         return self.cfg.l1_coefficient * weighted.sum(-1).mean()

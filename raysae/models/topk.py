@@ -8,11 +8,16 @@ dead latents (and the decoder rows they use) learn from this term.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
 import torch
 from torch import Tensor
 
-from raysae.config import SAEConfig
 from raysae.models.base import SparseAutoencoder
+
+if TYPE_CHECKING:
+    from raysae.config import SAEConfig
 
 
 def topk_relu(pre: Tensor, k: int) -> Tensor:
@@ -24,28 +29,32 @@ def topk_relu(pre: Tensor, k: int) -> Tensor:
 class TopKSAE(SparseAutoencoder):
     architecture = "topk"
     saelens_architecture = "topk"
+    k: int
+    """The k in use; the trainer anneals it towards `sae.k`."""
+
+    @classmethod
+    def width_problems(cls, cfg: SAEConfig, d_in: int) -> Iterator[tuple[str, str]]:
+        d_sae = cls.width(cfg, d_in)
+        if cfg.k > d_sae:
+            yield "sae.k", f"k={cfg.k} is larger than d_sae={d_sae}"
+        yield from super().width_problems(cfg, d_in)
 
     def __init__(self, cfg: SAEConfig, d_in: int):
         super().__init__(cfg, d_in)
         self.k = cfg.k
-        """The k in use; the trainer anneals it towards `cfg.k`."""
         self.k_aux = min(cfg.k_aux or max(d_in // 2, 1), self.d_sae)
 
     def activate(self, pre: Tensor) -> Tensor:
         return topk_relu(pre, self.k)
 
-    def dead_mask(self) -> Tensor:
-        return self.tokens_since_fired >= self.cfg.dead_tokens_threshold
-
-    def aux_loss(self, x_n: Tensor, recon_n: Tensor, pre: Tensor) -> Tensor:
-        dead = self.dead_mask()
-        n_dead = int(dead.sum())
+    def aux_loss(self, x_n: Tensor, recon_n: Tensor, pre: Tensor, dead_mask: Tensor) -> Tensor:
+        n_dead = int(dead_mask.sum())
         if self.cfg.aux_coefficient == 0 or n_dead == 0:
             return x_n.new_zeros(())
-        aux_acts = topk_relu(pre.masked_fill(~dead, float("-inf")), min(self.k_aux, n_dead))
+        aux_acts = topk_relu(pre.masked_fill(~dead_mask, float("-inf")), min(self.k_aux, n_dead))
         residual = (x_n - recon_n).detach()
         aux_recon = aux_acts @ self.W_dec
         return self.cfg.aux_coefficient * (aux_recon - residual).pow(2).sum(-1).mean()
 
-    def saelens_cfg_extra(self) -> dict:
+    def saelens_cfg_extra(self) -> dict[str, Any]:
         return {"k": self.cfg.k, "rescale_acts_by_decoder_norm": False}

@@ -1,4 +1,4 @@
-"""Writing analyses to MongoDB (DESIGN.md §6) with pymongo: indexes, batched
+"""Writing analyses to MongoDB (docs/architecture.md, "Store") with pymongo: indexes, batched
 idempotent upserts, and retries with back-off on transient errors.
 
 Documents are keyed on unique indexes (`saes._id`; `features` (sae_id, index)),
@@ -20,7 +20,7 @@ import pymongo
 from pymongo import errors as mongo_errors
 
 from raysae.config import redact
-from raysae.store.errors import StoreError
+from raysae.errors import StoreError
 
 log = logging.getLogger("raysae.store")
 
@@ -36,6 +36,9 @@ FEATURE_INDEXES = [
 """Every field the writers and the browser filter or sort on, per SAE."""
 
 SAE_INDEXES = [([("sweep", 1)], {}), ([("name", 1)], {})]
+
+SWEEPS = "sweeps"
+"""One document per sweep (`_id` = its name): its ranking, L0/FVU points and Pareto plot."""
 
 DUPLICATE_KEY = 11000
 
@@ -94,6 +97,7 @@ class Store:
         self.db = self.client[database]
         self.saes = self.db["saes"]
         self.features = self.db["features"]
+        self.sweeps = self.db[SWEEPS]
 
     def close(self) -> None:
         self.client.close()
@@ -138,6 +142,12 @@ class Store:
         self.retrying(
             f"writing SAE {doc['_id']}",
             lambda: self.saes.replace_one({"_id": doc["_id"]}, dict(doc), upsert=True),
+        )
+
+    def put_sweep(self, doc: Mapping[str, Any]) -> None:
+        self.retrying(
+            f"writing sweep {doc['_id']}",
+            lambda: self.sweeps.replace_one({"_id": doc["_id"]}, dict(doc), upsert=True),
         )
 
     def set_sae_fields(self, sae_id: str, fields: Mapping[str, Any]) -> None:

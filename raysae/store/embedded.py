@@ -1,6 +1,6 @@
 """The embedded Mongo-wire server (SecantusDB's `secantusd-py`) as a child process.
 
-Used when neither `store.uri` nor `MONGODB_URI` names a MongoDB (DESIGN.md §6):
+Used when neither `store.uri` nor `MONGODB_URI` names a MongoDB (docs/architecture.md, "Store"):
 the server listens on a free loopback port with its data under a run's
 `store/` folder. It runs as a separate process, never imported here, so the
 driver's GIL stays free and its GPL-2.0 code stays out of our process.
@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from raysae.store.errors import StoreError
+from raysae.errors import StoreError
 
 EXECUTABLE = "secantusd-py"
 START_TIMEOUT_S = 60.0

@@ -1,9 +1,10 @@
-"""Training: the shared step (`SAETrainer`), populations and the bare loop (`fit`). No Ray here."""
+"""Training: the shared step (`SAETrainer`), populations, the bare loop (`fit`) and the end of
+training (`finish_sae`). Plain PyTorch, no Ray; data parallelism is torch.distributed's."""
 
-from raysae.devices import resolve_device
+from raysae.training.finish import finish_sae
 from raysae.training.loop import fit
 from raysae.training.population import Member, Population, train_population
-from raysae.training.step import NonFiniteLossError, SAETrainer, StepMetrics
+from raysae.training.step import NonFiniteLossError, SAETrainer, StepMetrics, data_parallel_world
 
 __all__ = [
     "Member",
@@ -11,7 +12,8 @@ __all__ = [
     "Population",
     "SAETrainer",
     "StepMetrics",
+    "data_parallel_world",
+    "finish_sae",
     "fit",
-    "resolve_device",
     "train_population",
 ]

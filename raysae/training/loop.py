@@ -39,6 +39,7 @@ def fit(
 
     def report(metrics: list[StepMetrics | None]) -> None:
         m = metrics[0]
+        assert m is not None  # one member, stepped until it is done
         if on_step is not None:
             on_step(m)
         if m.step % train_config.log_every_steps == 0:

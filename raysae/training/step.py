@@ -10,8 +10,12 @@ from torch import Tensor, nn
 
 from raysae.config import TrainConfig
 from raysae.models import SparseAutoencoder
-from raysae.models.base import data_parallel_world
 from raysae.training.schedule import annealed_k, lr_factor, ramp
+
+
+def data_parallel_world() -> int:
+    """Workers training this SAE together (torch.distributed's world size), 1 when alone."""
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -44,8 +48,10 @@ class SAETrainer:
     Under data parallelism (torch.distributed initialised) every worker calls
     `step` with its own part of the global batch; `module` is then the
     `DistributedDataParallel` wrapper of `sae`, which averages the gradients.
-    Progress counts global tokens, and a non-finite loss on any worker stops
-    every worker at the same step.
+    Progress counts global tokens, a non-finite loss on any worker stops
+    every worker at the same step, and the SAE's running state (dead latents,
+    BatchTopK's threshold) is updated from statistics summed over the workers, so
+    every worker keeps the same SAE.
     """
 
     def __init__(self, sae: SparseAutoencoder, cfg: TrainConfig, *, module: nn.Module | None = None):
@@ -56,9 +62,10 @@ class SAETrainer:
         self.optimizer = torch.optim.Adam(sae.parameters(), lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2))
         self.tokens_seen = 0
         self.steps = 0
-        k = getattr(sae, "k", None)
-        self.k_end = sae.cfg.k if k is not None else None
-        self.k_start = min(cfg.k_anneal_start or 4 * sae.cfg.k, sae.d_sae) if k is not None else None
+        # k annealing, for the architectures that keep k latents (`sae.k` is None for the others)
+        self.k_range = (
+            None if sae.k is None else (min(cfg.k_anneal_start or 4 * sae.cfg.k, sae.d_sae), sae.cfg.k)
+        )
 
     @property
     def progress(self) -> float:
@@ -73,10 +80,12 @@ class SAETrainer:
         lr = cfg.lr * lr_factor(p, cfg.lr_warmup_fraction, cfg.lr_decay_fraction)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        if self.k_end is not None:
-            sae.k = annealed_k(p, self.k_start, self.k_end, cfg.k_anneal_fraction)
+        if self.k_range is not None:
+            sae.k = annealed_k(p, *self.k_range, cfg.k_anneal_fraction)
         sae.train()
-        out = self.module(batch, sparsity_scale=ramp(p, cfg.sparsity_warmup_fraction))
+        out = self.module(
+            batch, dead_mask=sae.dead_mask(), sparsity_scale=ramp(p, cfg.sparsity_warmup_fraction)
+        )
         if not self._finite_everywhere(out.loss):
             raise NonFiniteLossError(
                 f"loss is {out.loss.item()} at step {self.steps} after {self.tokens_seen} tokens "
@@ -85,6 +94,10 @@ class SAETrainer:
                 + ("" if self.world_size == 1 else "; on this worker, or on another")
                 + "); the step was not applied"
             )
+        stats = sae.batch_statistics(out.feature_acts.detach())
+        if self.world_size > 1:
+            dist.all_reduce(stats)
+        sae.update_running_state(stats, tokens=batch.shape[0] * self.world_size)
         self.optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
         sae.remove_parallel_grad()
@@ -94,9 +107,18 @@ class SAETrainer:
         sae.after_optimizer_step()
         self.steps += 1
         self.tokens_seen += batch.shape[0] * self.world_size
-        detached = [t.detach() for t in (out.loss, out.mse_loss, out.sparsity_loss, out.aux_loss)]
         l0 = (out.feature_acts.detach() > 0).sum(-1).float().mean()
-        return StepMetrics(self.steps, self.tokens_seen, lr, getattr(sae, "k", None), *detached, l0)
+        return StepMetrics(
+            self.steps,
+            self.tokens_seen,
+            lr,
+            sae.k,
+            out.loss.detach(),
+            out.mse_loss.detach(),
+            out.sparsity_loss.detach(),
+            out.aux_loss.detach(),
+            l0,
+        )
 
     def _finite_everywhere(self, loss: Tensor) -> bool:
         finite = torch.isfinite(loss.detach()).to(torch.float32)

@@ -4,7 +4,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from raysae import storage
+from raysae import filesystem
 from raysae.activations import (
     CacheError,
     cache_dir,
@@ -48,7 +48,7 @@ def test_interrupted_generation_resumes_exactly(
     clean_cfg = tiny_config(f"activations.cache_dir={tmp_path / 'clean'}")
     (clean,) = generate_caches(clean_cfg).values()
 
-    cfg = tiny_config(f"activations.cache_dir={storage.join(root, 'interrupted')}")
+    cfg = tiny_config(f"activations.cache_dir={filesystem.join(root, 'interrupted')}")
     real_flush = cache_writer.CacheBuilder.flush
     calls = {"n": 0}
 
@@ -56,8 +56,8 @@ def test_interrupted_generation_resumes_exactly(
         real_flush(self)
         calls["n"] += 1
         if calls["n"] == 2:
-            storage.write_bytes(
-                storage.join(self.dir, "shard-99999.parquet"), b"half-written"
+            filesystem.write_bytes(
+                filesystem.join(self.dir, "shard-99999.parquet"), b"half-written"
             )  # crash debris
             raise KeyboardInterrupt
 
@@ -72,7 +72,7 @@ def test_interrupted_generation_resumes_exactly(
     m = verify_cache(partial)
     assert m["generation_passes"] == 2 and m["n_tokens"] == 1500
     assert shard_sums(partial) == shard_sums(clean)  # nothing lost, nothing written twice
-    assert not storage.exists(storage.join(partial, "shard-99999.parquet"))
+    assert not filesystem.exists(filesystem.join(partial, "shard-99999.parquet"))
 
 
 def test_corruption_after_a_good_verification_is_caught(tiny_config, ray_local):
@@ -135,7 +135,7 @@ def test_key_changes_with_every_input(tiny_config, override):
 
 @pytest.mark.parametrize(
     "override",
-    ["train.lr=0.1", "sae.k=8", "activations.num_actors=2", "activations.model_batch_size=2", "name=other"],
+    ["train.lr=0.1", "sae.k=8", "activations.actors.num=2", "activations.model_batch_size=2", "name=other"],
 )
 def test_key_ignores_what_does_not_change_activations(tiny_config, override):
     base, changed = tiny_config(), tiny_config(override)

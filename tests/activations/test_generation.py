@@ -12,7 +12,7 @@ from raysae.activations import (
     read_cache,
     stop_layer,
 )
-from raysae.activations.models import load_tokenizer
+from raysae.activations.language_model import load_tokenizer
 from raysae.config import ConfigError
 
 

@@ -4,10 +4,10 @@ through Ray Data exactly like the same cache in a local folder."""
 import numpy as np
 import pytest
 
-from raysae import storage
+from raysae import filesystem
 from raysae.activations import generate_caches, read_cache, verify_cache
 from raysae.activations.cache import CacheError, cache_dir, read_manifest
-from raysae.distributed.data import held_out_dataset
+from raysae.activations.streams import held_out_dataset
 
 
 def rows(ds) -> np.ndarray:
@@ -26,7 +26,9 @@ def test_a_cache_on_s3_equals_the_local_one(train_config, s3_bucket):
     assert [(s["file"], s["rows"], s["sha256"]) for s in ours["shards"]] == [
         (s["file"], s["rows"], s["sha256"]) for s in theirs["shards"]
     ]  # byte for byte
-    assert storage.list_names(remote_dir) == sorted(["manifest.json", *(s["file"] for s in ours["shards"])])
+    assert filesystem.list_names(remote_dir) == sorted(
+        ["manifest.json", *(s["file"] for s in ours["shards"])]
+    )
 
     # Read in Ray workers, by both readers: the seeded file shuffle and the ordered shard sequence.
     assert np.array_equal(rows(read_cache(remote_dir, seed=None)), rows(read_cache(local_dir, seed=None)))
@@ -39,11 +41,11 @@ def test_a_cache_on_s3_equals_the_local_one(train_config, s3_bucket):
 def test_a_damaged_shard_on_s3_is_named(train_config, s3_bucket):
     cfg = train_config("s3damaged", f"activations.cache_dir={s3_bucket}/cache", "activations.n_tokens=4096")
     ((_, directory),) = generate_caches(cfg).items()
-    shard = storage.join(directory, verify_cache(directory)["shards"][1]["file"])
-    data = storage.read_bytes(shard)
-    storage.write_bytes(shard, data[: len(data) // 2])
+    shard = filesystem.join(directory, verify_cache(directory)["shards"][1]["file"])
+    data = filesystem.read_bytes(shard)
+    filesystem.write_bytes(shard, data[: len(data) // 2])
     with pytest.raises(CacheError, match=f"cache shard {shard}: checksum mismatch"):
         verify_cache(directory)
-    storage.delete_file(shard)
+    filesystem.delete_file(shard)
     with pytest.raises(CacheError, match=f"cache shard {shard}: missing"):
         verify_cache(directory)

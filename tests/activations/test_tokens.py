@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from raysae.activations import pack_contexts
-from raysae.activations.models import load_tokenizer
+from raysae.activations.language_model import load_tokenizer
 from raysae.config import ConfigError
 
 

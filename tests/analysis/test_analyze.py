@@ -13,24 +13,24 @@ import torch
 
 from raysae import build_sae
 from raysae.activations.cache import cache_dir, read_manifest, shard_paths
-from raysae.activations.pipeline import tokenizer_for
-from raysae.analysis import analyse
-from raysae.analysis.pipeline import analysis_config
+from raysae.activations.language_model import tokenizer_for
+from raysae.analysis import analyze
+from raysae.analysis.sources import analysis_config
 from raysae.checkpoint import load_sae, save_sae
-from raysae.results import run_dir
+from raysae.run_dir import RunDir
 from raysae.store import EmbeddedServer, Store
 
-CONTEXTS = 40  # of 16 tokens, BOS excluded: 600 analysed tokens
+CONTEXTS = 40  # of 16 tokens, BOS excluded: 600 analyzed tokens
 
 
 @pytest.fixture(scope="module")
-def analysed(train_config):
+def analyzed(train_config):
     cfg = train_config(
         "analysis",
         "activations.n_contexts=48",
         f"analysis.n_tokens={CONTEXTS * 15}",
-        "analysis.num_actors=3",
-        "analysis.cpus_per_actor=0.25",
+        "analysis.actors.num=3",
+        "analysis.actors.cpus=0.25",
         "analysis.batch_contexts=3",
         "analysis.top_examples=5",
         "analysis.band_examples=2",
@@ -45,31 +45,31 @@ def analysed(train_config):
         sae.W_enc.normal_(0, 0.3)
     sae_dir = save_sae(
         sae,
-        Path(run_dir(cfg)) / "saes" / "analysis" / "t000",
+        Path(RunDir.of(cfg).root) / "saes" / "analysis" / "t000",
         config=cfg,
         record={"metrics": {"fvu": 0.5, "l0": 4.0}},
     )
-    summaries = analyse(cfg, [sae_dir])
+    summaries = analyze(cfg, [sae_dir])
     return cfg, sae_dir, summaries
 
 
 @pytest.fixture
-def store(analysed):
+def store(analyzed):
     """The store the analysis wrote to (its embedded server runs only inside this fixture)."""
-    cfg, _, _ = analysed
+    cfg, _, _ = analyzed
     if os.environ.get("MONGODB_URI"):
         with Store(os.environ["MONGODB_URI"], cfg.store.database) as s:
             yield s
         return
-    with EmbeddedServer(Path(run_dir(cfg)) / "store") as srv, Store(srv.uri, cfg.store.database) as s:
+    with EmbeddedServer(Path(RunDir.of(cfg).root) / "store") as srv, Store(srv.uri, cfg.store.database) as s:
         yield s
 
 
 def reference(cfg, sae_dir):
-    """Feature activations of the analysed contexts, encoded in this process."""
+    """Feature activations of the analyzed contexts, encoded in this process."""
     directory = cache_dir(analysis_config(cfg, {}), cfg.model.hook_point, "contexts")
     manifest = read_manifest(directory)
-    table = pa.concat_tables([pq.read_table(path) for path in shard_paths(directory, manifest)])
+    table = pa.concat_tables([pq.read_table(path) for path in shard_paths(directory, manifest["shards"])])
     table = table.sort_by("context_id").slice(0, CONTEXTS)
     tokens = np.stack(table["tokens"].to_numpy(zero_copy_only=False)).reshape(CONTEXTS, -1)
     acts = np.stack(table["acts"].to_numpy(zero_copy_only=False)).reshape(*tokens.shape, -1)
@@ -82,8 +82,8 @@ def reference(cfg, sae_dir):
     return f, tokens, table["context_id"].to_numpy(), tokens != bos
 
 
-def test_statistics_equal_a_single_process_reference(analysed, store):
-    cfg, sae_dir, summaries = analysed
+def test_statistics_equal_a_single_process_reference(analyzed, store):
+    cfg, sae_dir, summaries = analyzed
     f, tokens, ids, keep = reference(cfg, sae_dir)
     flat = f[keep]
     tokenizer = tokenizer_for(cfg)
@@ -126,8 +126,8 @@ def test_statistics_equal_a_single_process_reference(analysed, store):
     assert checked_examples > d_sae  # most features fire in several contexts
 
 
-def test_sae_document_lists_metrics_and_checkpoint(analysed, store):
-    _, sae_dir, _ = analysed
+def test_sae_document_lists_metrics_and_checkpoint(analyzed, store):
+    _, sae_dir, _ = analyzed
     doc = store.saes.find_one({"_id": "analysis/t000"})
     assert doc["metrics"]["fvu"] == 0.5 and doc["checkpoint"] == str(sae_dir.resolve())
     assert (
@@ -136,9 +136,9 @@ def test_sae_document_lists_metrics_and_checkpoint(analysed, store):
     assert doc["analysis"]["finished_at"] is not None
 
 
-def test_rerun_leaves_one_document_per_feature(analysed, request):
-    cfg, sae_dir, _ = analysed
-    analyse(cfg, [sae_dir])
+def test_rerun_leaves_one_document_per_feature(analyzed, request):
+    cfg, sae_dir, _ = analyzed
+    analyze(cfg, [sae_dir])
     s = request.getfixturevalue("store")
     assert s.features.count_documents({"sae_id": "analysis/t000"}) == 128
     assert len(s.features.distinct("index", {"sae_id": "analysis/t000"})) == 128
@@ -154,19 +154,19 @@ def test_cli_names_a_missing_sae_directory(tmp_path):
     assert proc.returncode == 2 and "nope" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_live_activations_give_the_same_features_as_the_cache(analysed, store):
+def test_live_activations_give_the_same_features_as_the_cache(analyzed, store):
     """`activations.source: live` generates the same contexts on the fly: the same statistics
     (to float rounding: the model runs them in batches of another size than the cache did)."""
-    cfg, sae_dir, _ = analysed
+    cfg, sae_dir, _ = analyzed
     cached = {d["index"]: d for d in store.features.find({"sae_id": "analysis/t000"}, {"_id": 0})}
     store.close()
     live = cfg.model_copy(
         update={"activations": cfg.activations.model_copy(update={"source": "live"}), "name": "analysis-live"}
     )
-    summary = analyse(live, [sae_dir])[0]
+    summary = analyze(live, [sae_dir])[0]
     assert summary["n_tokens"] == CONTEXTS * 15
     with (
-        EmbeddedServer(Path(run_dir(live)) / "store") as srv,
+        EmbeddedServer(Path(RunDir.of(live).root) / "store") as srv,
         Store(os.environ.get("MONGODB_URI") or srv.uri, cfg.store.database) as s,
     ):
         docs = list(s.features.find({"sae_id": "analysis/t000"}, {"_id": 0}))

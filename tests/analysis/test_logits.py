@@ -2,7 +2,7 @@
 
 import torch
 
-from raysae.activations.models import load_model
+from raysae.activations.language_model import load_model
 from raysae.analysis.logits import decoder_logits, model_unembedding
 from raysae.config import ModelConfig
 

@@ -17,7 +17,7 @@ import pyarrow.fs as pafs
 import ray
 from ray.cluster_utils import Cluster
 
-from raysae import storage
+from raysae import filesystem
 
 STANDIN = "sae_gpu"  # what real clusters would call GPU
 
@@ -37,7 +37,7 @@ def checkpointed_trials(out: str) -> set[str]:
     """Trials (`t000`, …) with a committed checkpoint: rank 0 writes `raysae/position.json` only
     once Ray Train reports the checkpoint committed (a `checkpoint_*` folder appears in the
     bucket while it is still uploading, before Ray Train would resume from it)."""
-    fs, path = storage.resolve(storage.join(out, "checkpoints"))
+    fs, path = filesystem.resolve(filesystem.join(out, "checkpoints"))
     infos = fs.get_file_info(pafs.FileSelector(path, recursive=True, allow_not_found=True))
     return {m.group(1) for i in infos if (m := re.search(r"/(t\d{3})/raysae/position\.json$", i.path))}
 

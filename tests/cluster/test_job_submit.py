@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from raysae.results import write_config
+from raysae.run_dir import write_config
 from raysae.store.embedded import free_port
 
 ROOT = Path(__file__).parents[2]

@@ -165,7 +165,7 @@ def test_population_members_override_per_sae_settings_only():
 
 
 def test_population_members_must_share_what_decides_the_batches():
-    from raysae.distributed.job import check_population
+    from raysae.config import check_population
 
     a = load_config()
     check_population([a, load_config(None, ["sae.architecture=standard", "train.lr=0.1"])])

@@ -21,3 +21,14 @@ def test_bad_config_is_one_paragraph_and_nonzero(tmp_path):
     assert out.returncode == 2
     assert "sae.k: expected int, got 'fifty'" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_the_config_command_imports_no_store_ray_or_mlflow():
+    """Printing a config loads the schema, not the services (raysae.errors holds every error type)."""
+    code = (
+        "import sys, raysae.config.__main__; "
+        "print(sorted(m for m in ('pymongo', 'ray', 'mlflow') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

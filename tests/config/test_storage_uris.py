@@ -6,7 +6,7 @@ import pytest
 from raysae.activations import generate_caches
 from raysae.activations.cache import cache_dir, read_manifest
 from raysae.config import ConfigError, load_config
-from raysae.results import run_dir
+from raysae.run_dir import RunDir
 
 
 @pytest.mark.parametrize(
@@ -62,4 +62,4 @@ def test_a_file_uri_finds_the_cache_and_run_directory_a_path_made(train_config):
     before = read_manifest(cache_dir(by_path, hook, "tokens"))
     generate_caches(by_uri)  # complete already: reused, not generated again
     assert read_manifest(cache_dir(by_uri, hook, "tokens")) == before and before["generation_passes"] == 1
-    assert run_dir(by_uri) == run_dir(by_path)
+    assert RunDir.of(by_uri).root == RunDir.of(by_path).root

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from raysae.metrics import ReconstructionStats, reconstruction_metrics
+from raysae.metrics import ReconstructionStats
 
 
 def reference(x: np.ndarray, x_hat: np.ndarray) -> dict[str, float]:
@@ -14,6 +14,13 @@ def reference(x: np.ndarray, x_hat: np.ndarray) -> dict[str, float]:
         "fvu": float((err**2).sum() / total),
         "explained_variance": float(1 - err.var(axis=0).sum() / x.var(axis=0).sum()),
     }
+
+
+def reconstruction_metrics(x, x_hat):
+    """The metrics of one in-memory batch."""
+    stats = ReconstructionStats()
+    stats.update(x, x_hat)
+    return stats.result()
 
 
 @pytest.fixture

@@ -112,6 +112,7 @@ def test_batchtopk_keeps_k_times_batch_and_tracks_threshold():
     sae = build_sae(small_sae_config("batchtopk", k=3), 64).train()
     pre = torch.randn(20, 256).abs() + 0.01
     acts = sae.activate(pre)
+    sae.update_running_state(sae.batch_statistics(acts), tokens=20)  # what the trainer does after a step
     assert int((acts > 0).sum()) == 60
     kept = acts[acts > 0]
     assert float(sae.threshold) == pytest.approx(float(kept.min()))

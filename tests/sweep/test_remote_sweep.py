@@ -4,12 +4,13 @@ rerunning the command resumes from the bucket instead of training again."""
 
 import pytest
 
-from raysae import storage
+from raysae import filesystem
 from raysae.checkpoint import load_sae, read_json
 from raysae.config import ConfigError
-from raysae.results import check_run_storage, read_results, write_config
+from raysae.config.resolve import check_run_storage
+from raysae.run_dir import RunDir, read_results, write_config
 from raysae.store import EmbeddedServer, Store
-from raysae.sweep.run import main as sweep_main
+from raysae.sweep.__main__ import main as sweep_main
 
 
 @pytest.fixture(scope="module")
@@ -35,19 +36,21 @@ def remote_sweep(train_config, new_bucket, tmp_path_factory):
 def test_every_run_file_is_in_the_bucket(remote_sweep, train_config):
     cfg, code, out, _, _ = remote_sweep
     assert code == 0
-    assert {"config.yaml", "results.csv", "pareto.png", "sweep.json"} <= set(storage.list_names(out))
-    rows = read_results(storage.join(out, "results.csv"))
+    assert {"config.yaml", "results.csv", "pareto.png", "sweep.json"} <= set(filesystem.list_names(out))
+    rows = read_results(filesystem.join(out, "results.csv"))
     assert [r["sae_id"] for r in rows] == ["s3sweep/t000", "s3sweep/t001"]
     for row in rows:
-        sae_dir = storage.join(out, "saes", row["sae_id"])
+        sae_dir = filesystem.join(out, "saes", row["sae_id"])
         assert row["status"] == "finished"
-        assert read_json(storage.join(sae_dir, "raysae.json"))["metrics"]["fvu"] == pytest.approx(row["fvu"])
+        assert read_json(filesystem.join(sae_dir, "raysae.json"))["metrics"]["fvu"] == pytest.approx(
+            row["fvu"]
+        )
         assert load_sae(sae_dir).d_sae == 128
-        position = storage.join(out, "checkpoints", row["sae_id"].split("/")[1], "raysae", "position.json")
+        position = filesystem.join(out, "checkpoints", row["sae_id"].split("/")[1], "raysae", "position.json")
         assert read_json(position)["tokens"] == 4096
-    assert storage.exists(storage.join(out, "tune"))
+    assert filesystem.exists(filesystem.join(out, "tune"))
     local_runs = train_config("s3sweep").output_dir  # where the run would be without the URI
-    assert not storage.exists(storage.join(local_runs, "s3sweep"))
+    assert not filesystem.exists(filesystem.join(local_runs, "s3sweep"))
 
 
 def test_mlflow_artifacts_sit_beside_the_local_database(remote_sweep, tmp_path):
@@ -57,13 +60,13 @@ def test_mlflow_artifacts_sit_beside_the_local_database(remote_sweep, tmp_path):
 
     cfg, _, out, _, _ = remote_sweep
     client = MlflowClient(cfg.tracking.uri)
-    parent = json.loads(storage.read_bytes(storage.join(out, "sweep.json")))["mlflow_parent_run_id"]
+    parent = json.loads(filesystem.read_bytes(filesystem.join(out, "sweep.json")))["mlflow_parent_run_id"]
     local = cfg.tracking.uri.removeprefix("sqlite:///").rsplit("/", 1)[0]
     assert client.get_run(parent).info.artifact_uri.startswith(f"file://{local}/mlartifacts/")
     assert {a.path for a in client.list_artifacts(parent)} >= {"results.csv", "pareto.png"}
     assert client.download_artifacts(parent, "results.csv", str(tmp_path)) and (
         tmp_path / "results.csv"
-    ).read_bytes() == storage.read_bytes(storage.join(out, "results.csv"))
+    ).read_bytes() == filesystem.read_bytes(filesystem.join(out, "results.csv"))
 
 
 def test_the_store_points_at_the_bucket(remote_sweep):
@@ -74,18 +77,20 @@ def test_the_store_points_at_the_bucket(remote_sweep):
         docs = {d["_id"]: d for d in store.saes.find({"name": "s3sweep"})}
         assert sorted(docs) == ["s3sweep/t000", "s3sweep/t001"]
         for sae_id, doc in docs.items():
-            assert doc["checkpoint"] == storage.join(out, "saes", sae_id) and doc["run_dir"] == out
+            assert doc["checkpoint"] == filesystem.join(out, "saes", sae_id) and doc["run_dir"] == out
             assert doc["sweep"] == "s3sweep"
             assert store.features.count_documents({"sae_id": sae_id}) == 128
-        assert queries.pareto_png(store, "s3sweep") == storage.read_bytes(storage.join(out, "pareto.png"))
+        assert queries.pareto_png(store, "s3sweep") == filesystem.read_bytes(
+            filesystem.join(out, "pareto.png")
+        )
 
 
 def test_rerunning_resumes_from_the_bucket(remote_sweep):
     _, _, out, config_file, _ = remote_sweep
-    records = {i: storage.join(out, "saes", "s3sweep", f"t00{i}", "raysae.json") for i in range(2)}
-    before = {i: storage.read_bytes(f) for i, f in records.items()}
+    records = {i: filesystem.join(out, "saes", "s3sweep", f"t00{i}", "raysae.json") for i in range(2)}
+    before = {i: filesystem.read_bytes(f) for i, f in records.items()}
     assert sweep_main([config_file]) == 0
-    assert {i: storage.read_bytes(f) for i, f in records.items()} == before  # restored, not trained again
+    assert {i: filesystem.read_bytes(f) for i, f in records.items()} == before  # restored, not trained again
 
 
 def test_a_run_in_a_bucket_needs_servers_for_mlflow_and_the_store(train_config, monkeypatch):
@@ -93,9 +98,8 @@ def test_a_run_in_a_bucket_needs_servers_for_mlflow_and_the_store(train_config, 
     monkeypatch.delenv("MONGODB_URI", raising=False)
     cfg = train_config("nowhere", "output_dir=s3://some-bucket/runs")
     with pytest.raises(ConfigError) as err:
-        check_run_storage(cfg)
+        check_run_storage(cfg, RunDir.of(cfg).store)
     assert [p for p, _ in err.value.problems] == ["tracking.uri", "store.uri"]
     check_run_storage(
-        train_config("nowhere", "output_dir=s3://some-bucket/runs", "tracking.uri=http://mlflow:5000"),
-        analysis=False,
+        train_config("nowhere", "output_dir=s3://some-bucket/runs", "tracking.uri=http://mlflow:5000")
     )

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from raysae.activations.cache import cache_dir, read_manifest
-from raysae.results import write_config
-from raysae.sweep.run import main as sweep_main
+from raysae.run_dir import write_config
+from raysae.sweep.__main__ import main as sweep_main
 
 SPACE = "{sae.architecture: {grid: [topk, jumprelu]}, train.lr: {grid: [0.003, 0.001]}}"
 
@@ -68,12 +68,14 @@ def test_sweep_has_an_mlflow_parent_run_with_a_child_per_sae(sweep):
 
 
 def test_sweep_analyses_the_frontier_into_the_store(sweep):
-    from raysae.analysis import select_saes
-    from raysae.results import read_results
+    from raysae.ranking import select_saes
+    from raysae.run_dir import read_results
     from raysae.store import EmbeddedServer, Store
 
     cfg, _, out, _, _, _ = sweep
-    frontier = set(select_saes(read_results(out / "results.csv"), cfg))
+    frontier = set(
+        select_saes(read_results(out / "results.csv"), cfg.analysis.which, cfg.sweep.metric, cfg.sweep.mode)
+    )
     assert frontier
     with EmbeddedServer(out / "store") as srv, Store(srv.uri, cfg.store.database) as store:
         assert {d["_id"] for d in store.saes.find()} == frontier
@@ -86,12 +88,12 @@ def test_sweep_analyses_the_frontier_into_the_store(sweep):
 def test_bad_sweep_files_fail_before_any_work(train_config, tmp_path, capsys):
     from raysae.cli import run_main
 
-    cfg = train_config("badsweep", "train.num_workers=8", "train.cpus_per_worker=1")
+    cfg = train_config("badsweep", "train.workers.num=8", "train.workers.cpus=1")
     config_file = write_config(cfg, tmp_path)
     with pytest.raises(SystemExit) as info:
         run_main(sweep_main, [str(config_file)])
     assert info.value.code == 2
-    assert "train.num_workers: a trial needs 9.1 CPUs" in capsys.readouterr().err
+    assert "train.workers.num: a trial needs 9.1 CPUs" in capsys.readouterr().err
     assert not (Path(cfg.output_dir) / "badsweep").exists()
 
 

@@ -1,11 +1,10 @@
-"""The sweep's summary: the L0/FVU Pareto frontier and `pareto.png`. No Ray here."""
+"""Ranking finished SAEs: the best by a metric, the L0/FVU Pareto frontier, and which SAEs
+`analysis.which` picks. Plain Python over results rows; the sweep and the analysis both use it."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import Any
-
-from raysae import storage
 
 
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
@@ -40,38 +39,14 @@ def best_row(rows: Sequence[Mapping[str, Any]], metric: str, mode: str) -> Mappi
     return (min if mode == "min" else max)(ranked, key=lambda r: r[metric])
 
 
-def write_pareto(rows: Sequence[Mapping[str, Any]], path: storage.Location, *, y: str = "fvu") -> str | None:
-    """L0 against `y` for every finished SAE, coloured by architecture, the frontier joined.
-
-    Returns the file, or None when no row has both numbers.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    done, front = pareto_rows(rows, y)
-    if not done:
-        return None
-    fig, ax = plt.subplots(figsize=(6.4, 4.8), dpi=120)
-    for arch in sorted({str(r.get("architecture")) for r in done}):
-        mine = [r for r in done if str(r.get("architecture")) == arch]
-        ax.scatter([r["l0"] for r in mine], [r[y] for r in mine], label=arch, alpha=0.8)
-    ax.plot([done[i]["l0"] for i in front], [done[i][y] for i in front], "k--", lw=1, label="frontier")
-    for i in front:
-        ax.annotate(
-            str(done[i]["sae_id"]).split("/", 1)[-1],
-            (done[i]["l0"], done[i][y]),
-            fontsize=7,
-            xytext=(3, 3),
-            textcoords="offset points",
-        )
-    ax.set_xlabel("L0 (active latents per token)")
-    ax.set_ylabel(y.replace("_", " "))
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    with storage.staged_file(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return str(path)
+def select_saes(rows: Sequence[Mapping[str, Any]], which: str, metric: str, mode: str) -> list[str]:
+    """The sae_ids `which` (`analysis.which`) picks among finished rows: the best by `metric`
+    (`mode` min or max), the L0/FVU Pareto frontier, or all."""
+    done = [r for r in rows if r.get("status", "finished") == "finished" and not r.get("error")]
+    if which == "all":
+        return [r["sae_id"] for r in done]
+    if which == "best":
+        best = best_row(done, metric, mode)
+        return [best["sae_id"]] if best is not None else []
+    points, front = pareto_rows(done, frontier_axis(metric))
+    return [points[i]["sae_id"] for i in front]

@@ -1,4 +1,4 @@
-"""MLflow tracking of a training run: one MLflow run per SAE, logged from rank 0.
+"""MLflow tracking: one MLflow run per SAE (logged from Ray Train's rank 0), a sweep's parent run.
 
 The store is `tracking.uri`, else `MLFLOW_TRACKING_URI`, else
 `sqlite:///<output_dir>/mlflow.db`; a SQLite store keeps artifacts beside its file
@@ -13,46 +13,27 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from raysae import storage
-from raysae.config import ConfigError, RaysaeConfig, flatten_dotted, redact
+from raysae import filesystem
+from raysae.config import RaysaeConfig, flatten_dotted, redact
+from raysae.config.resolve import tracking_uri
 
 log = logging.getLogger("raysae.tracking")
 RUNS_FILE = "mlflow_runs.json"
 
 
-def tracking_uri(cfg: RaysaeConfig) -> str:
-    configured = cfg.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI")
-    if configured:
-        return configured
-    if storage.is_remote(cfg.output_dir):
-        raise ConfigError(
-            [
-                (
-                    "tracking.uri",
-                    (
-                        f"output_dir is {cfg.output_dir}, and MLflow's default SQLite file needs a local folder: set "
-                        "tracking.uri or MLFLOW_TRACKING_URI (a tracking server, or a local sqlite:///… file)"
-                    ),
-                )
-            ]
-        )
-    return f"sqlite:///{Path(cfg.output_dir).resolve() / 'mlflow.db'}"
-
-
-def log_file(client, run_id: str, location: storage.Location) -> None:
+def log_file(client, run_id: str, location: filesystem.Location) -> None:
     """Log one file of the run directory (local or on an object store) as an artifact."""
-    if not storage.is_remote(location):
+    if not filesystem.is_remote(location):
         client.log_artifact(run_id, str(location))
         return
     with tempfile.TemporaryDirectory(prefix="raysae-artifact-") as folder:
-        local = Path(folder) / storage.parts(location)[-1]
-        local.write_bytes(storage.read_bytes(location))
+        local = Path(folder) / filesystem.parts(location)[-1]
+        local.write_bytes(filesystem.read_bytes(location))
         client.log_artifact(run_id, str(local))
 
 
@@ -112,14 +93,14 @@ class Tracker:
         self,
         members: list[RaysaeConfig],
         sae_ids: list[str],
-        state_dir: storage.Location,
+        state_dir: filesystem.Location,
         *,
         parent_run_id: str | None = None,
     ):
         base = members[0]
         self.client, experiment_id = mlflow_experiment(base)
-        runs_file = storage.join(state_dir, RUNS_FILE)
-        known = json.loads(storage.read_bytes(runs_file)) if storage.exists(runs_file) else {}
+        runs_file = filesystem.join(state_dir, RUNS_FILE)
+        known = json.loads(filesystem.read_bytes(runs_file)) if filesystem.exists(runs_file) else {}
         self.run_ids: list[str] = []
         for cfg, sae_id in zip(members, sae_ids, strict=True):
             if sae_id not in known:
@@ -130,7 +111,7 @@ class Tracker:
                 known[sae_id] = run.info.run_id
                 log_batch(self.client, known[sae_id], params=flat_params(cfg))
             self.run_ids.append(known[sae_id])
-        storage.write_bytes(runs_file, json.dumps(known, indent=1).encode())
+        filesystem.write_bytes(runs_file, json.dumps(known, indent=1).encode())
         log.info(
             "MLflow: %s, experiment %r", redact(tracking_uri(base)), base.tracking.experiment or base.name
         )
@@ -144,14 +125,14 @@ class Tracker:
         metrics: Mapping[str, float],
         step: int,
         *,
-        sae_dir: storage.Location | None,
+        sae_dir: filesystem.Location | None,
         error: str | None = None,
     ) -> None:
         """Final metrics, the saved SAE as the `sae` artifact, and the run's end status."""
         run_id = self.run_ids[member]
         log_batch(self.client, run_id, metrics=metrics, step=step)
         if sae_dir is not None:
-            with storage.local_copy(sae_dir) as local:
+            with filesystem.local_copy(sae_dir) as local:
                 self.client.log_artifacts(run_id, str(local), artifact_path="sae")
         if error:
             self.client.set_tag(run_id, "raysae.error", error[:5000])

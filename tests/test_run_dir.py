@@ -1,7 +1,7 @@
 import csv
 from pathlib import Path
 
-from raysae.results import write_results
+from raysae.run_dir import write_results
 
 
 def test_results_put_swept_settings_between_ids_and_metrics(tmp_path):

@@ -1,7 +1,7 @@
 """The Ray Train worker loop: one population of SAEs, data parallel over the workers.
 
 Every worker reads its shard of the training stream, splits the global batch
-(`train.batch_size / num_workers` rows each) and steps every SAE through the
+(`train.batch_size / train.workers.num` rows each) and steps every SAE through the
 shared `SAETrainer`; `DistributedDataParallel` averages the gradients. Rank 0
 logs to MLflow, writes checkpoints (all SAE and optimiser state, schedules,
 dead-latent counters, stream position, RNG) through `ray.train.report`, and at
@@ -24,14 +24,16 @@ import ray.train.torch
 import torch
 import torch.distributed as dist
 
-from raysae import storage
-from raysae.activations import iter_activation_batches
-from raysae.config import ConfigError, RaysaeConfig
-from raysae.distributed.data import write_position
-from raysae.distributed.tracking import Tracker
-from raysae.metrics import evaluate
+from raysae import filesystem
+from raysae.activations import iter_activation_batches, load_model
+from raysae.activations.streams import evaluation_contexts, write_position
+from raysae.config import RaysaeConfig
+from raysae.errors import ConfigError
+from raysae.metrics import ce_loss_recovered, evaluate
 from raysae.models import build_sae
-from raysae.training import Member, Population, StepMetrics, train_population
+from raysae.run_dir import RunDir
+from raysae.tracking import Tracker
+from raysae.training import Member, Population, StepMetrics, finish_sae, train_population
 from raysae.training.loop import log_progress
 
 log = logging.getLogger("raysae.train")
@@ -62,8 +64,8 @@ def _ddp(sae: torch.nn.Module, device: torch.device, world: int):
         return None
     from torch.nn.parallel import DistributedDataParallel
 
-    # Buffers (dead-latent counters, BatchTopK threshold) are kept equal by the SAE's own
-    # all-reduces, so DDP must not overwrite them with rank 0's at every forward.
+    # Buffers (dead-latent counters, BatchTopK threshold) are kept equal by the trainer, which
+    # sums every worker's batch statistics, so DDP must not overwrite them with rank 0's.
     ids = [device.index] if device.type == "cuda" else None
     return DistributedDataParallel(sae, device_ids=ids, broadcast_buffers=False)
 
@@ -116,7 +118,7 @@ def train_loop_per_worker(config: dict) -> None:
     t = base.train
     device = ray.train.torch.get_device()
     if device.type == "cpu":
-        torch.set_num_threads(max(1, round(t.cpus_per_worker)))
+        torch.set_num_threads(max(1, round(t.workers.cpus)))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     torch.manual_seed(t.seed)
 
@@ -140,7 +142,7 @@ def train_loop_per_worker(config: dict) -> None:
         # Bad input, the same on every worker: hand it to the driver rather than raise,
         # which Ray Train would retry (FailureConfig) to the same end.
         if rank == 0:
-            storage.write_bytes(storage.join(job.state_dir, CONFIG_ERROR_FILE), pickle.dumps(exc))
+            filesystem.write_bytes(filesystem.join(job.state_dir, CONFIG_ERROR_FILE), pickle.dumps(exc))
         return
     population = Population(
         [
@@ -163,10 +165,10 @@ def train_loop_per_worker(config: dict) -> None:
     )
     held_out = HeldOut(base)
     started, tokens_at_start = time.perf_counter(), population.tokens_seen
-    interval = t.checkpoint_every_tokens or max(t.total_tokens // 10, t.batch_size)
-    next_report = {"checkpoint": (population.tokens_seen // interval + 1) * interval}
+    intervals = {"checkpoint": t.checkpoint_every_tokens or max(t.total_tokens // 10, t.batch_size)}
     if t.eval_every_tokens:
-        next_report["eval"] = (population.tokens_seen // t.eval_every_tokens + 1) * t.eval_every_tokens
+        intervals["eval"] = t.eval_every_tokens
+    next_report = {k: (population.tokens_seen // every + 1) * every for k, every in intervals.items()}
 
     def seconds() -> float:
         return seconds_before + time.perf_counter() - started
@@ -203,6 +205,7 @@ def train_loop_per_worker(config: dict) -> None:
         for i, (m, sae_id) in enumerate(zip(population.members, job.sae_ids, strict=True)):
             row = {"sae_id": sae_id, "error": m.error}
             if m.error is None:
+                assert tracker is not None  # rank 0 evaluates
                 row.update(evaluate(m.sae, held_out.batches(), dense_threshold=t.dense_threshold))
                 tracker.log_metrics(
                     i,
@@ -214,7 +217,7 @@ def train_loop_per_worker(config: dict) -> None:
 
     def on_step(metrics: list[StepMetrics | None]) -> None:
         tokens = population.tokens_seen
-        if rank == 0:
+        if tracker is not None:  # rank 0
             for i, m in enumerate(metrics):
                 if m is not None and m.step % t.log_every_steps == 0:
                     tracker.log_metrics(i, _step_metrics(m), m.tokens)
@@ -230,8 +233,7 @@ def train_loop_per_worker(config: dict) -> None:
         due = [k for k, at in next_report.items() if tokens >= at]
         if due and not population.done:
             for k in due:
-                step = interval if k == "checkpoint" else t.eval_every_tokens
-                next_report[k] = (tokens // step + 1) * step
+                next_report[k] = (tokens // intervals[k] + 1) * intervals[k]
             evaluate_now = ("eval" in due or job.ranked) and rank == 0
             report(evaluate_members() if evaluate_now else {"final": False})
 
@@ -245,7 +247,9 @@ def train_loop_per_worker(config: dict) -> None:
             on_step=on_step,
         )
     final_state = state()  # unfolded, so a rerun can still evaluate (it trains no further)
-    rows = _finish(job, population, held_out, tracker, seconds(), tokens_at_start) if rank == 0 else []
+    rows = (
+        _finish(job, population, held_out, tracker, seconds(), tokens_at_start) if tracker is not None else []
+    )
     report({"final": True, "saes": rows, **_ranking(rows, base)}, final_state)
     if rank == 0:
         record_position()
@@ -268,8 +272,6 @@ def _finish(
     resumed_from: int,
 ) -> list[dict]:
     """Fold, evaluate (with CE loss when configured) and save every SAE; their results rows."""
-    from raysae.results import finish_sae, run_dir
-
     ce_model = _ce_setup(job.members[0])
     rows = []
     for i, (m, cfg, sae_id) in enumerate(zip(population.members, job.members, job.sae_ids, strict=True)):
@@ -285,8 +287,6 @@ def _finish(
         extra = {}
         record = {"sae_id": sae_id, "mlflow_run_id": tracker.run_ids[i], "resumed_from_tokens": resumed_from}
         if ce_model is not None:
-            from raysae.metrics import ce_loss_recovered
-
             model, tokens_ce, mask = ce_model
             ce = ce_loss_recovered(model, tokens_ce, m.sae, cfg.model.hook_point, splice_mask=mask)
             extra = {"ce_loss_recovered": ce["ce_loss_recovered"], "kl_sae": ce["kl_sae"]}
@@ -301,7 +301,7 @@ def _finish(
             extra_metrics=extra,
             record=record,
         )
-        sae_dir = storage.join(run_dir(cfg), "saes", sae_id)
+        sae_dir = RunDir.of(cfg).sae(sae_id)
         tracker.finish(
             i, {k: v for k, v in row.items() if isinstance(v, (int, float))}, tokens, sae_dir=sae_dir
         )
@@ -313,9 +313,6 @@ def _ce_setup(cfg: RaysaeConfig):
     """(model, tokens, splice mask) for CE-loss recovered, or None when it is off or impossible."""
     if cfg.train.ce_contexts == 0:
         return None
-    from raysae.activations import load_model
-    from raysae.activations.pipeline import evaluation_contexts
-
     try:
         tokens, mask = evaluation_contexts(cfg, cfg.train.ce_contexts)
         model = load_model(cfg.model)

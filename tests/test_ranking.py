@@ -1,7 +1,8 @@
 import random
 from pathlib import Path
 
-from raysae.sweep.summary import pareto_front, write_pareto
+from raysae.ranking import pareto_front
+from raysae.sweep.pareto_plot import write_pareto
 
 
 def test_pareto_front_matches_a_brute_force_search():

@@ -20,7 +20,7 @@ from raysae.config import RaysaeConfig, SearchDim, set_dotted, validate_config
 
 def _draw(dim: SearchDim, rng: np.random.Generator) -> Any:
     if dim.kind == "choice":
-        return dim.choice[int(rng.integers(len(dim.choice)))]
+        return dim.values[int(rng.integers(len(dim.values)))]
     low, high = dim.values
     if dim.kind == "uniform":
         return float(rng.uniform(low, high))
@@ -30,7 +30,7 @@ def _draw(dim: SearchDim, rng: np.random.Generator) -> Any:
 def sample_points(cfg: RaysaeConfig) -> list[dict[str, Any]]:
     """Every SAE's swept values (dotted path -> value), in a fixed order."""
     space = cfg.sweep.search_space
-    grid = [(path, dim.grid) for path, dim in space.items() if dim.kind == "grid"]
+    grid = [(path, dim.values) for path, dim in space.items() if dim.kind == "grid"]
     drawn = [(path, dim) for path, dim in space.items() if dim.kind != "grid"]
     rng = np.random.default_rng(cfg.sweep.seed)
     points = []

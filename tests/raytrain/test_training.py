@@ -13,8 +13,8 @@ import torch
 from safetensors.torch import load_file
 
 from raysae.config import ConfigError, member_configs
-from raysae.distributed import run_training
-from raysae.results import write_config
+from raysae.raytrain import run_training
+from raysae.run_dir import write_config
 from raysae.train import main as train_main
 
 # The fault drills below run inside the Ray Train workers, which cannot import test modules.
@@ -47,7 +47,7 @@ def one_worker(train_config):
 
 @pytest.fixture(scope="module")
 def two_workers(train_config):
-    cfg = train_config("two", "train.num_workers=2")
+    cfg = train_config("two", "train.workers.num=2")
     return cfg, train(cfg)
 
 
@@ -122,7 +122,7 @@ def kill_rank_once(rank_to_kill, marker, *, crash=False):
 
 
 def test_a_killed_worker_resumes_from_the_checkpoint(train_config, two_workers, tmp_path):
-    cfg = train_config("killed", "train.num_workers=2", "train.max_failures=1")
+    cfg = train_config("killed", "train.workers.num=2", "train.max_failures=1")
     row = train(cfg, on_step=kill_rank_once(1, str(tmp_path / "killed")))
     assert (tmp_path / "killed").exists()
     assert row["tokens"] == 8192 and record(cfg, "killed/train")["resumed_from_tokens"] == 2048

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from raysae.config import ConfigError, load_config
-from raysae.sweep.space import point_config, sample_points, trial_groups
+from raysae.sweep.trials import point_config, sample_points, trial_groups
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -65,9 +65,9 @@ def test_shipped_sweeps_load_and_expand(path):
 
 
 def test_concurrency_counts_custom_worker_resources():
-    from raysae.sweep.run import concurrency
+    from raysae.sweep.tuner import concurrency
 
-    cfg = load_config(None, ["train.worker_resources={sae_gpu: 1}", "train.num_workers=1"])
+    cfg = load_config(None, ["train.workers.resources={sae_gpu: 1}", "train.workers.num=1"])
     trials = [[cfg]] * 4
     assert concurrency(cfg, trials, {"CPU": 100.0, "sae_gpu": 2.0}) == 2  # the custom resource limits
     assert concurrency(cfg, trials, {"CPU": 2.5, "sae_gpu": 2.0}) == 1  # here the CPUs do

@@ -15,8 +15,9 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from raysae.config import ConfigError, ModelConfig
+from raysae.config import ModelConfig, RaysaeConfig
 from raysae.devices import DTYPES, resolve_device
+from raysae.errors import ConfigError
 
 
 def load_tokenizer(path: str):
@@ -25,6 +26,17 @@ def load_tokenizer(path: str):
     if not Path(path).is_dir():
         raise ConfigError([("model.tokenizer", f"{path} is not a local tokenizer directory")])
     return AutoTokenizer.from_pretrained(path)
+
+
+def tokenizer_for(cfg: RaysaeConfig):
+    """The tokenizer the model's actors use, loaded in the driver for packing contexts."""
+    if cfg.model.tokenizer:
+        return load_tokenizer(cfg.model.tokenizer)
+    if cfg.model.name == "random":
+        raise ConfigError([("model.tokenizer", "a `random` model needs a tokenizer directory")])
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(cfg.model.name)
 
 
 def load_model(cfg: ModelConfig, device: str | torch.device | None = None):
@@ -75,21 +87,26 @@ def _boot_random(cfg: ModelConfig, tokenizer):
         act_fn="gelu",
         seed=r.seed,
     )
-    return TransformerBridge.boot_native(bridge_cfg, tokenizer=tokenizer)
+    # boot_native is added to TransformerBridge at import time, so the type checker cannot see it
+    return TransformerBridge.boot_native(bridge_cfg, tokenizer=tokenizer)  # pyright: ignore[reportAttributeAccessIssue]
 
 
 _LAYER = re.compile(r"^blocks\.(\d+)\.")
 
 
+def block_index(hook_point: str) -> int | None:
+    """The block a TransformerLens hook belongs to (`blocks.6.hook_resid_post` -> 6); None for
+    hooks outside the blocks (embeddings, final norm, unembedding)."""
+    match = _LAYER.match(hook_point)
+    return int(match.group(1)) if match else None
+
+
 def stop_layer(hook_points: list[str], n_layers: int) -> int | None:
     """The `stop_at_layer` that still runs every block the hooks read (None: run all)."""
-    needed = []
-    for hook in hook_points:
-        match = _LAYER.match(hook)
-        if match is None:
-            return None  # embeddings are cheap; final-norm / unembed hooks need everything
-        needed.append(int(match.group(1)) + 1)
-    last = max(needed)
+    layers = [block_index(hook) for hook in hook_points]
+    if any(layer is None for layer in layers):
+        return None  # embeddings are cheap; final-norm / unembed hooks need everything
+    last = max(layers) + 1  # type: ignore[type-var]
     return None if last >= n_layers else last
 
 

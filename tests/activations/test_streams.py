@@ -3,15 +3,15 @@
 import numpy as np
 import pytest
 
-from raysae.config import ConfigError
-from raysae.distributed.data import (
+from raysae.activations.cache import shard_sequence
+from raysae.activations.streams import (
     TrainingStream,
     held_out_dataset,
-    shard_sequence,
     split_cache,
     stream_rows,
     write_position,
 )
+from raysae.config import ConfigError
 
 
 def test_shard_sequence_covers_the_rows_in_fresh_orders_per_epoch():

@@ -6,8 +6,8 @@ from typing import Literal
 
 from pydantic import Field
 
-from raysae.config.base import Section, SharedStorage
-from raysae.config.sae import FloatDType
+from raysae.config.base import FloatDType, Section, SharedStorage
+from raysae.config.resources import ActorPoolConfig
 
 
 class RandomModelConfig(Section):
@@ -117,11 +117,5 @@ class ActivationsConfig(Section):
     model_batch_size: int = Field(default=8, gt=0)
     """Contexts per model forward pass."""
 
-    num_actors: int = Field(default=1, gt=0)
-    """Model actors in the generation pool."""
-
-    cpus_per_actor: float = Field(default=1.0, gt=0)
-    """CPUs reserved per generation actor; also its torch thread count."""
-
-    num_gpus_per_actor: float = Field(default=0.0, ge=0)
-    """GPUs per generation actor (0 on CPU machines, 1 on GPU nodes)."""
+    actors: ActorPoolConfig = Field(default_factory=ActorPoolConfig)
+    """The pool of model actors that generates activations (for caches, or live)."""

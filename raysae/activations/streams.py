@@ -1,0 +1,148 @@
+"""What a training run reads: a training stream that restarts where the last
+checkpoint left off, held-out rows for evaluation, and contexts for CE-loss recovered.
+
+Ray Train calls `TrainingStream` each time it (re)starts the worker group, so a
+run restarted after a failure, or rerun by the user, reads on from the latest
+checkpoint's position instead of from the beginning. Cache shards are read in a
+seeded order per epoch; a stream restarts at the shard holding that position
+(so at most one shard is read twice). The cache's last shards are held out.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass
+
+from raysae import filesystem
+from raysae.activations.cache import cache_dir, read_shards, shard_sequence, verify_cache
+from raysae.activations.generation import live_dataset
+from raysae.activations.language_model import tokenizer_for
+from raysae.activations.tokens import contexts_for_tokens, pack_contexts, rows_per_context
+from raysae.config import RaysaeConfig
+from raysae.errors import ConfigError
+
+log = logging.getLogger("raysae.train")
+POSITION_FILE = "position.json"
+
+
+def read_position(state_dir: filesystem.Location) -> int:
+    """Training tokens covered by the latest checkpoint of the run (0 before the first)."""
+    path = filesystem.join(state_dir, POSITION_FILE)
+    return int(json.loads(filesystem.read_bytes(path))["tokens"]) if filesystem.exists(path) else 0
+
+
+def write_position(state_dir: filesystem.Location, tokens: int) -> None:
+    filesystem.write_bytes(filesystem.join(state_dir, POSITION_FILE), json.dumps({"tokens": tokens}).encode())
+
+
+def stream_rows(cfg: RaysaeConfig) -> int:
+    """Rows a training stream provides: the budget plus two batches lost to uneven splits."""
+    return cfg.train.total_tokens + 2 * cfg.train.batch_size
+
+
+@dataclass(frozen=True)
+class CacheSplit:
+    directory: str
+    d_model: int
+    """Width of the activations."""
+    train: list[dict]
+    """Manifest entries (`file`, `rows`, ...) of the shards trained on."""
+    held_out: list[dict]
+    """The last shards, covering at least `train.eval_tokens` rows."""
+
+    def dataset(self, shards: list[dict]):
+        """`acts` rows of these shards (manifest entries), read in this order."""
+        return read_shards(self.directory, shards, columns=["acts"])
+
+
+def split_cache(cfg: RaysaeConfig, *, checksums: bool = True) -> CacheSplit:
+    directory = cache_dir(cfg, cfg.model.hook_point, "tokens")
+    manifest = verify_cache(directory, checksums=checksums)
+    shards = manifest["shards"]
+    held, rows = 0, 0
+    while rows < cfg.train.eval_tokens and held < len(shards):
+        held += 1
+        rows += shards[-held]["rows"]
+    if held >= len(shards):
+        total = sum(s["rows"] for s in shards)
+        raise ConfigError(
+            [
+                (
+                    "train.eval_tokens",
+                    (
+                        f"holding out {cfg.train.eval_tokens} rows of the cache {directory} ({total} rows in "
+                        f"{len(shards)} shards) leaves no shard to train on; lower it or raise activations.n_tokens"
+                    ),
+                )
+            ]
+        )
+    return CacheSplit(directory, manifest["d_model"], shards[:-held], shards[-held:])
+
+
+class TrainingStream:
+    """The training dataset of one run, from its latest checkpoint's position (`training_rows`).
+
+    A picklable factory: Ray Train calls it in its controller at every start.
+    """
+
+    def __init__(self, cfg: RaysaeConfig, state_dir: filesystem.Location):
+        self.cfg = cfg
+        self.state_dir = str(state_dir)
+
+    def __call__(self):
+        return training_rows(self.cfg, read_position(self.state_dir))
+
+
+def training_rows(cfg: RaysaeConfig, position: int = 0):
+    """The training stream (`acts` rows) from training token `position` on: live contexts, or the
+    cache's training shards in a seeded order per epoch, restarted at the shard holding `position`."""
+    if cfg.activations.source == "live":
+        per_context = rows_per_context(cfg.data)
+        first = position // per_context
+        if position:
+            log.info("live stream resumes at context %d (token %d)", first, first * per_context)
+        return live_dataset(cfg, range(first, math.ceil(stream_rows(cfg) / per_context)))
+    split = split_cache(cfg, checksums=False)  # the driver verified the checksums
+    sequence = shard_sequence(split.train, cfg.activations.seed, stream_rows(cfg))
+    start = skip = 0
+    while skip < len(sequence) and start + sequence[skip]["rows"] <= position:
+        start += sequence[skip]["rows"]
+        skip += 1
+    if position:
+        log.info(
+            "cache stream resumes at token %d (checkpoint at %d), shard %d of %d",
+            start,
+            position,
+            skip,
+            len(sequence),
+        )
+    return split.dataset(sequence[skip:])
+
+
+def held_out_dataset(cfg: RaysaeConfig):
+    """Held-out `acts` rows: the cache's last shards, or live contexts after the training ones."""
+    if cfg.activations.source == "live":
+        first = math.ceil(stream_rows(cfg) / rows_per_context(cfg.data))
+        n = contexts_for_tokens(cfg.data, cfg.train.eval_tokens)
+        return live_dataset(cfg, range(first, first + n)).limit(cfg.train.eval_tokens)
+    split = split_cache(cfg)
+    return split.dataset(split.held_out)
+
+
+def evaluation_contexts(cfg: RaysaeConfig, n: int):
+    """`n` contexts for CE-loss evaluation, and the mask of positions an SAE trained on.
+
+    They are packed from the same corpus with another document shuffle
+    (`data.seed + 1`), so that evaluation does not depend on reading past the
+    whole training budget; on a large corpus they are effectively unseen.
+    """
+    import torch
+
+    data = cfg.data.model_copy(update={"seed": cfg.data.seed + 1})
+    tokens = torch.as_tensor(pack_contexts(data, tokenizer_for(cfg), n), dtype=torch.long)
+    trained = torch.ones_like(tokens, dtype=torch.bool)
+    if cfg.data.prepend_bos and cfg.data.exclude_bos:
+        trained[:, 0] = False  # BOS activations were never trained on; leave them unspliced
+    return tokens, trained

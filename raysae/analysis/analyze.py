@@ -1,0 +1,242 @@
+"""Feature analysis on a Ray Data actor pool, into the store (docs/architecture.md, "Analysis").
+
+1. Contexts of 2d activations come from the `contexts` cache or live from the
+   model (`sources`); a pool of actors (`actors`) encodes each batch with every
+   SAE of the hook once and keeps the sparse result, materialised in Ray's object store.
+2. The driver merges the per-batch totals and peaks (associative), picks the
+   examples, then makes a second, cheap pass over the sparse results for the
+   histograms and example windows (`stats`).
+3. Documents go to the store in idempotent batches (`raysae.store`).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from raysae import filesystem
+from raysae.activations.cache import key_inputs
+from raysae.activations.language_model import load_model, tokenizer_for
+from raysae.analysis.actors import encode_on_pool, parts
+from raysae.analysis.documents import FeatureDocuments, TokenText
+from raysae.analysis.logits import decoder_logits, model_unembedding
+from raysae.analysis.sources import analysis_config, excluded_token_ids, source_dataset
+from raysae.analysis.stats import (
+    Examples,
+    Peaks,
+    Totals,
+    example_windows,
+    histogram_counts,
+    histogram_edges,
+    log_density,
+    select_examples,
+)
+from raysae.checkpoint import CFG_FILE, load_sae, read_record
+from raysae.config import AnalysisConfig, RaysaeConfig, redact
+from raysae.config.resolve import embedded_store_problem, store_uri
+from raysae.errors import ConfigError
+from raysae.models import SparseAutoencoder
+from raysae.ray_runtime import ensure_ray
+from raysae.run_dir import RunDir, sae_id_of
+from raysae.store import Store, open_store
+
+log = logging.getLogger("raysae.analyze")
+
+
+def analyze(
+    cfg: RaysaeConfig,
+    sae_dirs: Sequence[filesystem.Location],
+    *,
+    store: Store | None = None,
+    store_dir: filesystem.Location | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Analyze the SAEs in `sae_dirs` into `store`, else the configured one (embedded under
+    `store_dir`, by default the run's `store/`, when none is); SAEs on the same activations
+    share a pass. Returns a summary per SAE."""
+    groups: dict[str, tuple[RaysaeConfig, list[str], list[dict]]] = {}
+    for d in map(filesystem.absolute, sae_dirs):
+        if not filesystem.exists(filesystem.join(d, CFG_FILE)):
+            raise FileNotFoundError(f"{d}: not an SAE checkpoint directory (no {CFG_FILE})")
+        record = read_record(d)
+        acfg = analysis_config(cfg, record)
+        key = json.dumps(
+            [acfg.activations.source, key_inputs(acfg, acfg.model.hook_point, "contexts")], sort_keys=True
+        )
+        groups.setdefault(key, (acfg, [], []))
+        groups[key][1].append(d)
+        groups[key][2].append(record)
+    if not groups:
+        return []
+    if store is None:
+        folder = store_dir or RunDir.of(cfg).store
+        problem = embedded_store_problem(cfg, folder)
+        if problem:
+            raise ConfigError([problem])
+        with open_store(store_uri(cfg), folder, cfg.store, create=True) as opened:
+            return analyze(cfg, sae_dirs, store=opened, on_batch=on_batch)
+    ensure_ray()
+    summaries = []
+    for acfg, dirs, records in groups.values():
+        log.info("analyzing %d SAE(s) on %s %s", len(dirs), acfg.model.name, acfg.model.hook_point)
+        summaries += analyze_group(acfg, dirs, records, store, on_batch=on_batch)
+    return summaries
+
+
+@dataclass
+class FeatureStatistics:
+    """Everything the feature documents of one SAE are built from."""
+
+    totals: Totals
+    edges: np.ndarray
+    examples: Examples
+    histogram: np.ndarray
+    windows: tuple[np.ndarray, np.ndarray, np.ndarray]
+    """(start, token ids, activations) per entry of `examples`."""
+
+
+def merge_statistics(
+    encoded, saes: list[SparseAutoencoder], a: AnalysisConfig
+) -> tuple[list[FeatureStatistics], set[int]]:
+    """Two passes over the encoded batches (`actors.parts`): totals and peaks, then (once the
+    examples are chosen) histograms and example windows. Returns them per SAE, and the actors seen."""
+    totals = [Totals(s.d_sae) for s in saes]
+    peaks = [Peaks() for _ in saes]
+    context_ids, actors = [], set()
+    for part in parts(encoded):
+        context_ids.append(part["context_id"])
+        actors.add(part["actor"])
+        for t, p, enc in zip(totals, peaks, part["encoded"], strict=True):
+            t.add(enc)
+            p.add(enc, part["context_id"])
+    all_contexts = np.concatenate(context_ids)
+    width = a.window_before + a.window_after + 1
+    stats = []
+    for s, t, p in zip(saes, totals, peaks, strict=True):
+        examples = select_examples(
+            p.arrays(), t.max, all_contexts, n_top=a.top_examples, bands=a.bands, per_band=a.band_examples
+        )
+        n = len(examples.feat)
+        windows = (
+            np.zeros(n, np.int64),
+            np.full((n, width), -1, np.int64),
+            np.full((n, width), np.nan, np.float32),
+        )
+        hist = np.zeros((s.d_sae, a.histogram_bins), np.int64)
+        stats.append(FeatureStatistics(t, histogram_edges(t.max, a.histogram_bins), examples, hist, windows))
+    for part in parts(encoded):
+        for st, s, enc in zip(stats, saes, part["encoded"], strict=True):
+            st.histogram += histogram_counts(enc, st.edges)
+            which, start, tok, acts = example_windows(
+                enc, part["context_id"], part["tokens"], s.d_sae, st.examples, a.window_before, a.window_after
+            )
+            st.windows[0][which], st.windows[1][which], st.windows[2][which] = start, tok, acts
+    return stats, actors
+
+
+def analyze_group(
+    cfg: RaysaeConfig,
+    sae_dirs: list[str],
+    records: list[dict],
+    store: Store,
+    *,
+    on_batch: Callable[[int], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Analyze SAEs that read the same activations in one pass; write their documents."""
+    a = cfg.analysis
+    started = time.perf_counter()
+    tokenizer = tokenizer_for(cfg)
+    source, column, dtype, n_contexts = source_dataset(cfg, tokenizer)
+    encoded = encode_on_pool(source, sae_dirs, column, dtype, excluded_token_ids(tokenizer), a)
+    seconds = time.perf_counter() - started
+    log.info("encoded %d contexts with %d SAE(s) in %.1f s", n_contexts, len(sae_dirs), seconds)
+
+    saes = [load_sae(d) for d in sae_dirs]
+    stats, actors = merge_statistics(encoded, saes, a)
+    del encoded
+    seconds_stats = time.perf_counter() - started
+    n_tokens = stats[0].totals.n_tokens
+    log.info("statistics of %d SAE(s) over %d tokens in %.1f s", len(saes), n_tokens, seconds_stats)
+
+    unembed = None
+    try:
+        unembed = model_unembedding(load_model(cfg.model, device="cpu"))
+    except Exception as exc:  # logit attribution is optional; the statistics are not
+        log.warning("no logit attribution: cannot load %s (%s)", cfg.model.name, exc)
+    text = TokenText(tokenizer)
+    summaries = []
+    for d, record, sae, st in zip(sae_dirs, records, saes, stats, strict=True):
+        sae_id = sae_id_of(d)
+        logits = (
+            decoder_logits(sae.W_dec, unembed, a.logit_tokens)
+            if unembed is not None
+            else tuple(np.zeros((sae.d_sae, 0)) for _ in range(4))
+        )
+        store.put_sae(sae_document(cfg, d, record, sae, sae_id, st.totals, n_contexts))
+        t0 = time.perf_counter()
+        docs = FeatureDocuments(
+            sae_id, st.totals, st.histogram, st.edges, st.examples, st.windows, logits, text, a.bands
+        )
+        n = store.write_features(sae_id, docs, sae.d_sae, on_batch=on_batch)
+        write_s = time.perf_counter() - t0
+        finished = datetime.datetime.now(datetime.UTC)
+        store.set_sae_fields(
+            sae_id, {"analysis.finished_at": finished, "analysis.write_seconds": round(write_s, 2)}
+        )
+        log.info("%s: %d feature documents in %.1f s (%.0f/s)", sae_id, n, write_s, n / max(write_s, 1e-9))
+        summaries.append(
+            {
+                "sae_id": sae_id,
+                "features": n,
+                "n_tokens": st.totals.n_tokens,
+                "alive": int((st.totals.count > 0).sum()),
+                "write_seconds": write_s,
+                "stats_seconds": seconds_stats,
+                "actors": len(actors),
+            }
+        )
+    return summaries
+
+
+def sae_document(
+    cfg: RaysaeConfig,
+    directory: filesystem.Location,
+    record: dict,
+    sae: SparseAutoencoder,
+    sae_id: str,
+    totals: Totals,
+    n_contexts: int,
+) -> dict[str, Any]:
+    """The store's `saes` document of one analyzed SAE."""
+    run = RunDir.holding(directory, sae_id)
+    trained = record.get("config", {})
+    return {
+        "_id": sae_id,
+        "name": trained.get("name", cfg.name),
+        "sweep": trained.get("name") if filesystem.exists(run.sweep_record) else None,
+        "architecture": record.get("architecture", sae.architecture),
+        "model": cfg.model.name,
+        "hook_point": cfg.model.hook_point,
+        "d_in": sae.d_in,
+        "d_sae": sae.d_sae,
+        "config": redact(trained),
+        "metrics": record.get("metrics", {}),
+        "tokens": record.get("tokens"),
+        "checkpoint": filesystem.absolute(directory),
+        "run_dir": run.root,
+        "analysis": {
+            "n_tokens": totals.n_tokens,
+            "n_contexts": n_contexts,
+            "source": cfg.activations.source,
+            "alive": int((totals.count > 0).sum()),
+            "finished_at": None,
+            "density": log_density(totals.count, totals.n_tokens),
+        },
+    }

@@ -1,0 +1,133 @@
+"""Driver side of a training run: one Ray Train `TorchTrainer` for one population of SAEs.
+
+`run_training` is what `python -m raysae.train` and each sweep trial call. Ray
+Train keeps its checkpoints under `<storage>/<trial>/`; our own small files
+(stream position, MLflow run ids, the fingerprint of the config) sit in
+`<storage>/<trial>/raysae/`. Calling it again with the same storage and trial
+resumes from the latest checkpoint, after checking the config still matches.
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from raysae import filesystem
+from raysae.activations.cache import key_inputs
+from raysae.activations.streams import TrainingStream, held_out_dataset, split_cache
+from raysae.config import OPERATIONAL, RaysaeConfig, TrainConfig, check_population
+from raysae.errors import ConfigError
+from raysae.models import width_problems
+from raysae.ray_runtime import keep_working_directory
+from raysae.raytrain.worker import CONFIG_ERROR_FILE, TrainJob, train_loop_per_worker
+from raysae.run_dir import resume_record
+
+STATE_DIR = "raysae"
+"""Our files beside Ray Train's checkpoints of a trial: `<storage>/<trial>/raysae/`."""
+FINGERPRINT_FILE = "fingerprint.json"
+
+
+def fingerprint(members: Sequence[RaysaeConfig]) -> dict[str, dict[str, Any]]:
+    """What a checkpoint's training depends on: SAE and schedule settings (all but the
+    OPERATIONAL `train.*` fields), and the activations."""
+    out = {}
+    for i, m in enumerate(members):
+        train = {
+            k: v
+            for k, v in m.train.model_dump(mode="json").items()
+            if TrainConfig.scope(k) is not OPERATIONAL
+        }
+        out[f"sae {i}"] = {
+            "sae": m.sae.model_dump(mode="json"),
+            "train": train,
+            "activations": key_inputs(m, m.model.hook_point, "tokens"),
+            "source": m.activations.source,
+        }
+    return out
+
+
+def _check_resume(state_dir: str, members: Sequence[RaysaeConfig]) -> None:
+    _, changed = resume_record(filesystem.join(state_dir, FINGERPRINT_FILE), fingerprint(members))
+    if changed:
+        raise ConfigError(
+            [
+                (
+                    "",
+                    f"{filesystem.parent(state_dir)} holds checkpoints of a run with other settings "
+                    f"({', '.join(changed[:5])}); rerun with another `name` to start a new "
+                    "run, or delete that folder to start this one over",
+                )
+            ]
+        )
+
+
+def run_training(
+    members: Sequence[RaysaeConfig],
+    sae_ids: Sequence[str],
+    *,
+    storage: filesystem.Location,
+    trial: str,
+    on_step: Callable[[int, int], None] | None = None,
+    callbacks: Sequence[Any] = (),
+    parent_run_id: str | None = None,
+    ranked: bool = False,
+) -> list[dict[str, Any]]:
+    """Train a population (K >= 1) with Ray Train; returns one results row per SAE.
+
+    SAEs are written to `saes/<sae_id>/` of the run directory. A row with an
+    `error` is an SAE whose loss turned non-finite: it was not saved.
+    `callbacks` are Ray Train callbacks (a sweep passes Tune's `TuneReportCallback`),
+    `ranked` evaluates at every report for them, `parent_run_id` nests the MLflow runs.
+    """
+    from ray.data import ExecutionOptions
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    members = list(members)
+    if len(sae_ids) != len(members):
+        raise ValueError(f"{len(members)} SAEs but {len(sae_ids)} ids")
+    check_population(members)
+    base = members[0]
+    t = base.train
+    w = t.workers
+    if t.batch_size % w.num:
+        raise ConfigError(
+            [("train.batch_size", f"{t.batch_size} rows do not split evenly over train.workers.num={w.num}")]
+        )
+    storage_path = filesystem.absolute(storage)
+    state_dir = filesystem.join(storage_path, trial, STATE_DIR)
+    _check_resume(state_dir, members)
+    d_in = None
+    if base.activations.source == "cache":
+        d_in = split_cache(base).d_model  # verifies the cache
+        problems = [p for m in members for p in width_problems(m.sae, d_in)]
+        if problems:
+            raise ConfigError(problems)
+    keep_working_directory()
+    resources = {"CPU": w.cpus, **({"GPU": 1} if w.gpu else {}), **w.resources}
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={
+            "job": TrainJob(members, list(sae_ids), state_dir, d_in, on_step, parent_run_id, ranked)
+        },
+        scaling_config=ScalingConfig(num_workers=w.num, use_gpu=w.gpu, resources_per_worker=resources),
+        run_config=RunConfig(
+            name=trial,
+            storage_path=storage_path,
+            callbacks=list(callbacks),
+            failure_config=FailureConfig(max_failures=t.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=t.checkpoints_to_keep),
+        ),
+        datasets={"train": TrainingStream(base, state_dir), "eval": held_out_dataset(base)},
+        dataset_config=DataConfig(
+            datasets_to_split=["train"], execution_options=ExecutionOptions(preserve_order=True)
+        ),
+    )
+    config_error = filesystem.join(state_dir, CONFIG_ERROR_FILE)
+    filesystem.delete_file(config_error)
+    result = trainer.fit()
+    if filesystem.exists(config_error):
+        raise pickle.loads(filesystem.read_bytes(config_error))
+    assert result.metrics is not None, "the training run reported no final metrics"
+    return result.metrics["saes"]

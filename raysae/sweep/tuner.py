@@ -1,0 +1,267 @@
+"""The sweep on Ray Tune (`python -m raysae.sweep CONFIG`, `raysae.sweep.__main__`):
+
+1. expands `sweep.search_space` into trials (fixed up front, `raysae.sweep.trials`);
+2. checks the cluster can run a trial, then builds every activation cache the
+   trials need, once (complete caches are reused by every trial);
+3. runs the trials on Ray Tune: each trial is a small driver function that
+   trains one SAE, or a population of `sweep.saes_per_trial`, with Ray Train
+   (`run_training`), named after its trial number so that rerunning the same
+   command resumes the sweep and does not retrain finished trials;
+4. writes `results.csv` and `pareto.png` to the run directory, and one MLflow
+   parent run with a child run per SAE;
+5. puts the sweep's ranking and plot in the store, and analyzes the SAEs
+   `analysis.which` picks (best, frontier or all) into it (`raysae.analysis`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from raysae import filesystem
+from raysae.activations import generate_caches
+from raysae.activations.cache import key_inputs
+from raysae.analysis import analyze
+from raysae.config import RaysaeConfig, check_population
+from raysae.config.resolve import check_run_storage, store_uri
+from raysae.errors import ConfigError
+from raysae.ranking import best_row, frontier_axis, select_saes
+from raysae.ray_runtime import ensure_ray, keep_working_directory
+from raysae.run_dir import RunDir, resume_record, sae_ids, write_config, write_results
+from raysae.store import open_store
+from raysae.sweep.pareto_plot import pareto_png, sweep_document
+from raysae.sweep.trials import point_config, trial_groups
+from raysae.tracking import flat_params, log_batch, log_file, mlflow_experiment
+
+log = logging.getLogger("raysae.sweep")
+TRIAL_CPU = 0.1
+"""CPU reserved by each trial's driver function (the Train workers reserve their own)."""
+
+
+def trial_name(index: int) -> str:
+    return f"t{index:03d}"
+
+
+def trial_resources(cfg: RaysaeConfig) -> tuple[float, float]:
+    """(CPUs, GPUs) one trial holds at once: its driver, the Train workers, its data readers."""
+    w, pool = cfg.train.workers, cfg.activations.actors
+    cpus = TRIAL_CPU + w.num * w.cpus
+    gpus = float(w.num) if w.gpu else 0.0
+    if cfg.activations.source == "live":
+        cpus += pool.num * pool.cpus
+        gpus += pool.num * pool.gpus
+    else:
+        cpus += 1  # Ray Data read tasks
+    return cpus, gpus
+
+
+def concurrency(cfg: RaysaeConfig, trials: list[list[RaysaeConfig]], cluster: dict[str, float]) -> int:
+    """Trials at once: `sweep.max_concurrent_trials`, or as many as the cluster holds.
+
+    Raises ConfigError, before any work, when not even one trial fits.
+    """
+    need = [trial_resources(m) for members in trials for m in members[:1]]
+    cpus, gpus = max(n[0] for n in need), max(n[1] for n in need)
+    have_cpu, have_gpu = cluster.get("CPU", 0.0), cluster.get("GPU", 0.0)
+    problems = []
+    if cpus > have_cpu:
+        problems.append(
+            (
+                "train.workers.num",
+                f"a trial needs {cpus:g} CPUs (workers x train.workers.cpus, "
+                f"data, driver) but the Ray cluster has {have_cpu:g}",
+            )
+        )
+    if gpus > have_gpu:
+        problems.append(
+            ("train.workers.gpu", f"a trial needs {gpus:g} GPUs but the Ray cluster has {have_gpu:g}")
+        )
+    custom = {
+        k: v * m.train.workers.num
+        for members in trials
+        for m in members[:1]
+        for k, v in m.train.workers.resources.items()
+    }
+    for name, amount in custom.items():
+        if amount > cluster.get(name, 0.0):
+            problems.append(
+                (
+                    "train.workers.resources",
+                    f"a trial needs {amount:g} of resource {name!r} but the "
+                    f"Ray cluster has {cluster.get(name, 0.0):g}",
+                )
+            )
+    if problems:
+        raise ConfigError(problems)
+    fit = int(have_cpu // cpus)
+    if gpus:
+        fit = min(fit, int(have_gpu // gpus))
+    for name, amount in custom.items():
+        if amount:
+            fit = min(fit, int(cluster[name] // amount))
+    return min(cfg.sweep.max_concurrent_trials or fit, len(trials))
+
+
+def _check_same_sweep(run: RunDir, groups: list[list[dict[str, Any]]]) -> dict[str, Any]:
+    """The sweep's record (`sweep.json`); refuses to resume a sweep whose trials changed."""
+    record, changed = resume_record(run.sweep_record, {"trials": groups}, compared="trials")
+    if changed:
+        raise ConfigError(
+            [
+                (
+                    "sweep.search_space",
+                    f"{run} holds a sweep with other trials; rerun with another `name` to start a new "
+                    "sweep, or delete that folder to start this one over",
+                )
+            ]
+        )
+    return record
+
+
+def _scheduler(cfg: RaysaeConfig):
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    s = cfg.sweep.scheduler
+    if s.type == "fifo":
+        return FIFOScheduler()
+    return ASHAScheduler(
+        time_attr="tokens",
+        max_t=cfg.train.total_tokens,
+        grace_period=s.grace_period_tokens,
+        reduction_factor=s.reduction_factor,
+    )
+
+
+class Trial:
+    """The Tune trainable: trial `config["trial"]` trains its SAEs with Ray Train."""
+
+    def __init__(self, trials: list[list[RaysaeConfig]], run: RunDir, parent_run_id: str | None):
+        self.trials, self.run, self.parent_run_id = trials, run, parent_run_id
+
+    def __call__(self, config: dict) -> None:
+        from ray.tune.integration.ray_train import TuneReportCallback
+
+        from raysae.raytrain import run_training
+
+        index = config["trial"]
+        members = self.trials[index]
+        run_training(
+            members,
+            sae_ids(members[0].name, trial_name(index), len(members)),
+            storage=self.run.checkpoints,
+            trial=trial_name(index),
+            callbacks=[TuneReportCallback()],
+            parent_run_id=self.parent_run_id,
+            ranked=True,
+        )
+
+
+def _rows(grid, groups: list[list[dict[str, Any]]], trials: list[list[RaysaeConfig]]) -> list[dict]:
+    """One results row per SAE: its swept values, its final metrics or why it has none."""
+    rows = []
+    for result in grid:
+        index = result.config["trial"]
+        metrics = result.metrics or {}
+        reported = {r["sae_id"]: r for r in metrics.get("saes", [])}
+        members = trials[index]
+        ids = sae_ids(members[0].name, trial_name(index), len(members))
+        for sae_id, point, member in zip(ids, groups[index], members, strict=True):
+            row = {"sae_id": sae_id, "architecture": member.sae.architecture, **point}
+            row.update({k: v for k, v in reported.get(sae_id, {}).items() if k != "sae_id"})
+            if result.error is not None:
+                row["status"] = f"failed: {str(result.error).splitlines()[0][:300]}"
+            elif not metrics.get("final"):  # Tune keeps its own "done"
+                row["status"] = f"stopped by the scheduler at {metrics.get('tokens', 0)} tokens"
+            else:
+                row["status"] = "failed" if row.get("error") else "finished"
+            rows.append(row)
+    return sorted(rows, key=lambda r: r["sae_id"])
+
+
+def _build_caches(trials: list[list[RaysaeConfig]]) -> None:
+    """Every distinct training cache of the trials, once, before any trial starts."""
+    seen = set()
+    for members in trials:
+        key = json.dumps(key_inputs(members[0], members[0].model.hook_point, "tokens"), sort_keys=True)
+        if members[0].activations.source == "cache" and key not in seen:
+            seen.add(key)
+            generate_caches(members[0])
+
+
+def _parent_run(cfg: RaysaeConfig, run: RunDir, record: dict[str, Any], n_trials: int):
+    """(MlflowClient, the sweep's MLflow parent run id), created on the first run of the sweep."""
+    client, experiment_id = mlflow_experiment(cfg)
+    if "mlflow_parent_run_id" not in record:
+        parent = client.create_run(
+            experiment_id, run_name=f"{cfg.name} (sweep)", tags={"raysae.sweep": cfg.name}
+        )
+        record["mlflow_parent_run_id"] = parent.info.run_id
+        filesystem.write_bytes(run.sweep_record, json.dumps(record, indent=1).encode())
+        params = {**flat_params(cfg), "sweep.trials": str(n_trials)}
+        for path, dim in cfg.sweep.search_space.items():
+            params[f"sweep.search_space.{path}"] = json.dumps({dim.kind: dim.values})
+        log_batch(client, parent.info.run_id, params=params)
+    return client, record["mlflow_parent_run_id"]
+
+
+def run_sweep(cfg: RaysaeConfig) -> tuple[list[dict], RunDir]:
+    """Run (or resume) the sweep; returns the results rows and the run directory."""
+    import ray
+    from ray import tune
+
+    groups = trial_groups(cfg)
+    trials = [[point_config(cfg, p) for p in group] for group in groups]
+    for members in trials:
+        check_population(members)
+    ensure_ray()
+    n_parallel = concurrency(cfg, trials, {k: float(v) for k, v in ray.cluster_resources().items()})
+    run = RunDir.of(cfg).absolute()
+    check_run_storage(cfg, run.store)
+    record = _check_same_sweep(run, groups)
+    write_config(cfg, run)
+    log.info(
+        "sweep %s: %d trials of %d SAE(s), %d at a time", cfg.name, len(trials), len(trials[0]), n_parallel
+    )
+    _build_caches(trials)
+    client, parent_id = _parent_run(cfg, run, record, len(trials))
+
+    keep_working_directory()
+    trainable = tune.with_resources(Trial(trials, run, parent_id), {"cpu": TRIAL_CPU})
+    tune_dir = run.path(RunDir.TUNE)
+    if tune.Tuner.can_restore(tune_dir):
+        log.info("resuming the sweep from %s", tune_dir)
+        tuner = tune.Tuner.restore(tune_dir, trainable, resume_unfinished=True, resume_errored=True)
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            param_space={"trial": tune.grid_search(list(range(len(trials))))},
+            tune_config=tune.TuneConfig(
+                metric=cfg.sweep.metric,
+                mode=cfg.sweep.mode,
+                scheduler=_scheduler(cfg),
+                max_concurrent_trials=n_parallel,
+            ),
+            run_config=tune.RunConfig(name=RunDir.TUNE, storage_path=run.root, verbose=1),
+        )
+    rows = _rows(tuner.fit(), groups, trials)
+    log_file(client, parent_id, write_results(rows, run))
+    finished = [r for r in rows if r["status"] == "finished"]
+    png = pareto_png(finished, y=frontier_axis(cfg.sweep.metric))
+    if png is not None:
+        filesystem.write_bytes(run.pareto, png)
+        log_file(client, parent_id, run.pareto)
+    best = best_row(finished, cfg.sweep.metric, cfg.sweep.mode)
+    if best is not None:
+        log_batch(client, parent_id, metrics={f"best_{cfg.sweep.metric}": best[cfg.sweep.metric]})
+        client.set_tag(parent_id, "raysae.best_sae", best["sae_id"])
+    client.set_terminated(parent_id, status="FINISHED")
+    with open_store(store_uri(cfg), run.store, cfg.store, create=True) as store:
+        store.put_sweep(
+            sweep_document(cfg.name, finished, metric=cfg.sweep.metric, mode=cfg.sweep.mode, png=png)
+        )
+        picked = select_saes(rows, cfg.analysis.which, cfg.sweep.metric, cfg.sweep.mode)
+        analyzed = analyze(cfg, [run.sae(sae_id) for sae_id in picked], store=store)
+    for row in rows:
+        row["analyzed"] = any(a["sae_id"] == row["sae_id"] for a in analyzed)
+    return rows, run
