@@ -5,6 +5,7 @@ the hub/GPU configs load and expand."""
 import csv
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -39,9 +40,11 @@ def command_of(example: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def run(offline_assets, tmp_path_factory):
+def run(offline_assets, tmp_path_factory, ray_local):
     root = tmp_path_factory.mktemp("lm-saes")
     overrides = [f"output_dir={root / 'runs'}", f"activations.cache_dir={root / 'cache'}", *TINY]
+    # Each command joins the test run's Ray (as under `ray job submit`) instead of starting its own.
+    env = {**os.environ, "RAY_ADDRESS": ray_local.get_runtime_context().gcs_address}
 
     def run_example(name: str, *extra: str):
         example = LM / f"{name}.yaml"
@@ -53,6 +56,7 @@ def run(offline_assets, tmp_path_factory):
         done = subprocess.run(
             [sys.executable, *args, *[a for o in overrides for a in ("--set", o)]],
             cwd=ROOT,
+            env=env,
             capture_output=True,
             text=True,
             timeout=900,
