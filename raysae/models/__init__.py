@@ -20,7 +20,7 @@ from raysae.models.standard import StandardSAE
 from raysae.models.topk import TopKSAE
 
 if TYPE_CHECKING:
-    from raysae.config import SAEConfig
+    from raysae.config.sae import SAEConfig
 
 ARCHITECTURES: dict[str, type[SparseAutoencoder]] = {
     cls.architecture: cls for cls in (StandardSAE, TopKSAE, BatchTopKSAE, JumpReLUSAE)

@@ -28,7 +28,7 @@ from raysae.devices import DTYPES
 from raysae.models.init import geometric_median
 
 if TYPE_CHECKING:  # the models read their settings; they never load or validate a config
-    from raysae.config import SAEConfig
+    from raysae.config.sae import SAEConfig
 
 
 class ForwardOutput(NamedTuple):

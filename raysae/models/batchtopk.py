@@ -17,7 +17,7 @@ from torch import Tensor
 from raysae.models.topk import TopKSAE
 
 if TYPE_CHECKING:
-    from raysae.config import SAEConfig
+    from raysae.config.sae import SAEConfig
 
 
 class BatchTopKSAE(TopKSAE):

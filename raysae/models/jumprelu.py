@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from raysae.models.base import SparseAutoencoder
 
 if TYPE_CHECKING:
-    from raysae.config import SAEConfig
+    from raysae.config.sae import SAEConfig
 
 
 class JumpReLUWithL0(torch.autograd.Function):

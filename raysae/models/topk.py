@@ -17,7 +17,7 @@ from torch import Tensor
 from raysae.models.base import SparseAutoencoder
 
 if TYPE_CHECKING:
-    from raysae.config import SAEConfig
+    from raysae.config.sae import SAEConfig
 
 
 def topk_relu(pre: Tensor, k: int) -> Tensor:
