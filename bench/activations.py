@@ -9,8 +9,8 @@ Needs the offline assets (`python scripts/prepare_assets.py`). In one process:
    one actor using all threads and with one single-thread actor per core; the
    pool is timed end to end (actor start and model load included) and in
    steady state (from its first output batch);
-2. cache reads rows/s: `read_cache` through Ray Data against reading the same
-   Parquet files with pyarrow;
+2. cache reads rows/s: `read_cache` (and, for reference, Ray Data's own
+   `read_parquet`) through Ray Data against reading the same Parquet files with pyarrow;
 3. peak resident memory of the driver while it writes a cache, next to the
    size of the shards it buffers.
 """
@@ -18,6 +18,7 @@ Needs the offline assets (`python scripts/prepare_assets.py`). In one process:
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import platform
 import tempfile
@@ -27,6 +28,7 @@ import time
 import numpy as np
 import psutil
 import pyarrow.parquet as pq
+import ray
 import torch
 
 from raysae.activations import (
@@ -151,8 +153,15 @@ def main() -> None:
             "Ray Data iter_batches(4096)": lambda ds: (b["acts"] for b in ds.iter_batches(batch_size=4096)),
             "raysae iter_activation_batches(4096)": lambda ds: iter_activation_batches(ds, 4096),
         }
-        for name, reader in readers.items():
-            ds = read_cache(directory, columns=["acts"])
+        sources = {
+            "read_cache": lambda: read_cache(directory, columns=["acts"]),
+            # what read_cache was before it shared the training stream's reader (read_shards)
+            "Ray Data read_parquet": lambda: ray.data.read_parquet(
+                paths, columns=["acts"], shuffle=ray.data.FileShuffleConfig(seed=0)
+            ),
+        }
+        for (source, make), (name, reader) in itertools.product(sources.items(), readers.items()):
+            ds = make()
             start, first, rows = time.perf_counter(), None, 0
             for acts in reader(ds):
                 if first is None:
@@ -161,7 +170,7 @@ def main() -> None:
             end = time.perf_counter()
             total, steady = rows / (end - start), (rows - n_first) / max(end - first, 1e-9)
             print(
-                f"cache read  read_cache + {name}: "
+                f"cache read  {source} + {name}: "
                 f"{total:,.0f} rows/s end to end ({total / raw:.2f}x), {steady:,.0f} steady "
                 f"({steady / raw:.2f}x); first batch after {first - start:.1f} s"
             )
