@@ -103,10 +103,13 @@ def block_index(hook_point: str) -> int | None:
 
 def stop_layer(hook_points: list[str], n_layers: int) -> int | None:
     """The `stop_at_layer` that still runs every block the hooks read (None: run all)."""
-    layers = [block_index(hook) for hook in hook_points]
-    if any(layer is None for layer in layers):
-        return None  # embeddings are cheap; final-norm / unembed hooks need everything
-    last = max(layers) + 1  # type: ignore[type-var]
+    needed = []
+    for hook in hook_points:
+        block = block_index(hook)
+        if block is None:
+            return None  # embeddings are cheap; final-norm / unembed hooks need everything
+        needed.append(block + 1)
+    last = max(needed)
     return None if last >= n_layers else last
 
 
