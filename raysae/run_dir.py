@@ -51,9 +51,6 @@ class RunDir:
     def __str__(self) -> str:
         return self.root
 
-    def __fspath__(self) -> str:
-        return self.root
-
     def path(self, *names: str) -> str:
         return filesystem.join(self.root, *names)
 

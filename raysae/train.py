@@ -32,11 +32,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ensure_ray()
     if cfg.activations.source == "cache":
         generate_caches(cfg)
-    write_config(cfg, run)
+    write_config(cfg, run.root)
     rows = run_training(members, sae_ids(cfg.name, TRIAL, len(members)), storage=run.checkpoints, trial=TRIAL)
     for row, overrides in zip(rows, cfg.train.population or [{}] * len(rows), strict=True):
         row.update({k: v for k, v in overrides.items() if k not in row})
-    results = write_results(rows, run)
+    results = write_results(rows, run.root)
     good = [r for r in rows if not r.get("error")]
     if good:
         print("\n" + summary_table(good, {"fvu": ".4f", "explained_variance": ".4f"}))

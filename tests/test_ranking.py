@@ -1,8 +1,6 @@
 import random
-from pathlib import Path
 
 from raysae.ranking import pareto_front
-from raysae.sweep.pareto_plot import write_pareto
 
 
 def test_pareto_front_matches_a_brute_force_search():
@@ -19,12 +17,3 @@ def test_pareto_front_matches_a_brute_force_search():
         front = pareto_front(points)
         assert {points[i] for i in front} == {points[i] for i in expected}
         assert [points[i][0] for i in front] == sorted(points[i][0] for i in front)
-
-
-def test_pareto_plot_is_written_only_with_numbers(tmp_path):
-    rows = [
-        {"sae_id": f"s/t{i}", "architecture": a, "l0": l0, "fvu": f}
-        for i, (a, l0, f) in enumerate([("topk", 32, 0.2), ("jumprelu", 60, 0.1), ("standard", 40, 0.3)])
-    ]
-    assert Path(write_pareto(rows, tmp_path / "p.png")).stat().st_size > 5_000
-    assert write_pareto([{"sae_id": "s/t0", "status": "failed"}], tmp_path / "q.png") is None

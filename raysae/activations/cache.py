@@ -218,17 +218,15 @@ def read_cache(
     seed: int | None = 0,
     columns: list[str] | None = None,
     shards: slice = slice(None),
-    epochs: int = 1,
 ):
-    """A streaming Ray Dataset over a verified cache (optionally a slice of its shards).
+    """A streaming Ray Dataset over a verified cache (optionally a slice of its shards), once.
 
-    With a `seed`, the shards are read in a fresh seeded order for each of the
-    `epochs` (`shard_sequence`, the order training uses); `seed=None` reads them
-    once in the written order.
+    With a `seed`, the shards are read in a seeded order (`shard_sequence`'s first
+    epoch, the order training uses); `seed=None` keeps the written order.
     """
     entries = verify_cache(directory)["shards"][shards]
     if not entries:
         raise CacheError(f"{directory}: no shards in {shards} of the cache")
     if seed is not None:
-        entries = shard_sequence(entries, seed, epochs * sum(s["rows"] for s in entries))
+        entries = shard_sequence(entries, seed, sum(s["rows"] for s in entries))
     return read_shards(directory, entries, columns=columns)

@@ -75,16 +75,24 @@ def analyze(
         groups[key][2].append(record)
     if not groups:
         return []
-    if store is None:
-        folder = store_dir or RunDir.of(cfg).store
-        problem = embedded_store_problem(cfg, folder)
-        if problem:
-            raise ConfigError([problem])
-        with open_store(store_uri(cfg), folder, cfg.store, create=True) as opened:
-            return analyze(cfg, sae_dirs, store=opened, on_batch=on_batch)
+    if store is not None:
+        return _analyze_groups(list(groups.values()), store, on_batch)
+    folder = store_dir or RunDir.of(cfg).store
+    problem = embedded_store_problem(cfg, folder)
+    if problem:
+        raise ConfigError([problem])
+    with open_store(store_uri(cfg), folder, cfg.store, create=True) as opened:
+        return _analyze_groups(list(groups.values()), opened, on_batch)
+
+
+def _analyze_groups(
+    groups: list[tuple[RaysaeConfig, list[str], list[dict]]],
+    store: Store,
+    on_batch: Callable[[int], None] | None,
+) -> list[dict[str, Any]]:
     ensure_ray()
     summaries = []
-    for acfg, dirs, records in groups.values():
+    for acfg, dirs, records in groups:
         log.info("analyzing %d SAE(s) on %s %s", len(dirs), acfg.model.name, acfg.model.hook_point)
         summaries += analyze_group(acfg, dirs, records, store, on_batch=on_batch)
     return summaries

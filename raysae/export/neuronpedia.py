@@ -145,7 +145,7 @@ def export_neuronpedia(
         "n_prompt_to_select": analysis.get("n_contexts"),
         "hook_point": sae.get("hook_point"),
         "raysae_sae_id": sae_id,
-        "n_tokens_analyzed": analysis.get("n_tokens"),
+        "n_tokens_analysed": analysis.get("n_tokens"),  # the key earlier exports wrote
     }
     filesystem.make_dirs(out)
     files = []

@@ -6,7 +6,6 @@ import io
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from raysae import filesystem
 from raysae.ranking import frontier_axis, pareto_rows
 
 
@@ -43,18 +42,6 @@ def pareto_png(rows: Sequence[Mapping[str, Any]], *, y: str = "fvu") -> bytes | 
     fig.savefig(out, format="png")
     plt.close(fig)
     return out.getvalue()
-
-
-def write_pareto(
-    rows: Sequence[Mapping[str, Any]], path: filesystem.Location, *, y: str = "fvu"
-) -> str | None:
-    """`pareto_png` written to `path` (a local path or an object-store URI); returns the file, or
-    None when there is nothing to plot."""
-    png = pareto_png(rows, y=y)
-    if png is None:
-        return None
-    filesystem.write_bytes(path, png)
-    return str(path)
 
 
 def sweep_document(

@@ -219,7 +219,7 @@ def run_sweep(cfg: RaysaeConfig) -> tuple[list[dict], RunDir]:
     run = RunDir.of(cfg).absolute()
     check_run_storage(cfg, run.store)
     record = _check_same_sweep(run, groups)
-    write_config(cfg, run)
+    write_config(cfg, run.root)
     log.info(
         "sweep %s: %d trials of %d SAE(s), %d at a time", cfg.name, len(trials), len(trials[0]), n_parallel
     )
@@ -245,7 +245,7 @@ def run_sweep(cfg: RaysaeConfig) -> tuple[list[dict], RunDir]:
             run_config=tune.RunConfig(name=RunDir.TUNE, storage_path=run.root, verbose=1),
         )
     rows = _rows(tuner.fit(), groups, trials)
-    log_file(client, parent_id, write_results(rows, run))
+    log_file(client, parent_id, write_results(rows, run.root))
     finished = [r for r in rows if r["status"] == "finished"]
     png = pareto_png(finished, y=frontier_axis(cfg.sweep.metric))
     if png is not None:
