@@ -9,21 +9,24 @@ dev=0
 [ "${1:-}" = "--dev" ] && dev=1
 python=${PYTHON:-python3.11}
 [ -x .venv/bin/python ] || "$python" -m venv .venv
-pip=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
+pip_install=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
+# One retry without pip's cache: a download that arrives damaged (a hash mismatch
+# against the index, seen once in CI for ray's 79 MB wheel) is transient.
+pip() { "${pip_install[@]}" "$@" || { echo "pip install failed; retrying once without the cache" >&2; "${pip_install[@]}" --no-cache-dir "$@"; }; }
 # torch first and pinned: on CPU machines this is the local CPU wheel; anything
 # unpinned would pull a multi-GB CUDA build. constraints.txt keeps it there.
-"${pip[@]}" torch==2.13.0
+pip torch==2.13.0
 if [ "$dev" = 1 ]; then
-  "${pip[@]}" -c constraints.txt -e '.[dev,store]'
+  pip -c constraints.txt -e '.[dev,store]'
   if [ ! -d .saelens-env/sae_lens ]; then
     # SAELens needs TransformerLens < 4, so it lives in a side folder that only the
     # compatibility test puts on PYTHONPATH (tests/compat/saelens-requirements.txt).
     rm -rf .saelens-env.tmp
-    "${pip[@]}" --no-deps --target .saelens-env.tmp -r tests/compat/saelens-requirements.txt
+    pip --no-deps --target .saelens-env.tmp -r tests/compat/saelens-requirements.txt
     mv .saelens-env.tmp .saelens-env
   fi
 else
-  "${pip[@]}" -c constraints.txt -e '.[store]'
+  pip -c constraints.txt -e '.[store]'
 fi
 if [ "$dev" = 1 ] && ! command -v chromium >/dev/null; then
   # The browser tests drive Debian's Chromium through Playwright, which downloads no browser.
