@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 import re
+import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
@@ -91,11 +92,33 @@ def user_error(error: BaseException) -> BaseException | str | None:
     return None
 
 
+INTERRUPTED_EXIT_CODE = 130
+"""A command stopped by Ctrl-C, SIGTERM or SIGHUP exits 130, as a shell reports SIGINT."""
+
+
+def _interrupt(signum: int, _frame) -> None:
+    # SIGTERM (a job scheduler, `kill`) and SIGHUP (the terminal closed) unwind like Ctrl-C,
+    # so every `with` block runs: child servers stop, locks are released, nothing is orphaned.
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def handle_termination_signals() -> None:
+    """Make SIGTERM and SIGHUP raise KeyboardInterrupt in the main thread, as SIGINT does."""
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _interrupt)
+
+
 def run_main(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> None:
-    """Run a command; bad input exits 2 with a one-paragraph message, not a traceback."""
+    """Run a command; bad input exits 2 with a one-paragraph message, not a traceback;
+    Ctrl-C, SIGTERM and SIGHUP stop it cleanly with exit 130."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    handle_termination_signals()
     try:
         code = main(argv)
+    except KeyboardInterrupt as exc:
+        how = str(exc) or "Ctrl-C"
+        print(f"interrupted ({how}); rerunning the same command resumes", file=sys.stderr)
+        sys.exit(INTERRUPTED_EXIT_CODE)
     except Exception as exc:
         bad_input = user_error(exc)
         if bad_input is None:
