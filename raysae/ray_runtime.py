@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
 
 log = logging.getLogger("raysae.ray")
 
@@ -19,12 +21,20 @@ def ensure_ray(num_cpus: int | None = None) -> None:
 
     if ray.is_initialized():
         return
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init(log_to_driver=True)
-        return
-    cpus = num_cpus or max(4, os.cpu_count() or 1)
-    ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=True)
-    log.info("started a local Ray with %d logical CPUs", cpus)
+    # ray.init replaces the SIGTERM handler with sys.exit(15); keep the command's (raysae.cli:
+    # SIGTERM unwinds like Ctrl-C and exits 130). A local Ray's processes end with this one.
+    main = threading.current_thread() is threading.main_thread()
+    sigterm = signal.getsignal(signal.SIGTERM) if main else None
+    try:
+        if os.environ.get("RAY_ADDRESS"):
+            ray.init(log_to_driver=True)
+            return
+        cpus = num_cpus or max(4, os.cpu_count() or 1)
+        ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=True)
+        log.info("started a local Ray with %d logical CPUs", cpus)
+    finally:
+        if main and sigterm is not None:
+            signal.signal(signal.SIGTERM, sigterm)
 
 
 def keep_working_directory() -> None:

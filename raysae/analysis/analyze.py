@@ -6,7 +6,8 @@
 2. The driver merges the per-batch totals and peaks (associative), picks the
    examples, then makes a second, cheap pass over the sparse results for the
    histograms and example windows (`stats`).
-3. Documents go to the store in idempotent batches (`raysae.store`).
+3. Documents go to the store in idempotent batches (`raysae.store`), as a new generation:
+   the SAE's previous analysis stays readable until the new one is complete.
 """
 
 from __future__ import annotations
@@ -187,17 +188,24 @@ def analyze_group(
             if unembed is not None
             else tuple(np.zeros((sae.d_sae, 0)) for _ in range(4))
         )
-        store.put_sae(sae_document(cfg, d, record, sae, sae_id, st.totals, n_contexts))
+        sae_doc = sae_document(cfg, d, record, sae, sae_id, st.totals, n_contexts)
         t0 = time.perf_counter()
         docs = FeatureDocuments(
             sae_id, st.totals, st.histogram, st.edges, st.examples, st.windows, logits, text, a.bands
         )
-        n = store.write_features(sae_id, docs, sae.d_sae, on_batch=on_batch)
+
+        def publish(generation: str, sae_doc=sae_doc, t0=t0) -> None:
+            # The SAE document is written once its features are all in: until then a
+            # reader sees the previous analysis, whole, or (a new SAE) none.
+            sae_doc["analysis"] |= {
+                "generation": generation,
+                "finished_at": datetime.datetime.now(datetime.UTC),
+                "write_seconds": round(time.perf_counter() - t0, 2),
+            }
+            store.put_sae(sae_doc)
+
+        n = store.write_features(sae_id, docs, sae.d_sae, on_batch=on_batch, publish=publish)
         write_s = time.perf_counter() - t0
-        finished = datetime.datetime.now(datetime.UTC)
-        store.set_sae_fields(
-            sae_id, {"analysis.finished_at": finished, "analysis.write_seconds": round(write_s, 2)}
-        )
         log.info("%s: %d feature documents in %.1f s (%.0f/s)", sae_id, n, write_s, n / max(write_s, 1e-9))
         summaries.append(
             {
@@ -244,6 +252,7 @@ def sae_document(
             "n_contexts": n_contexts,
             "source": cfg.activations.source,
             "alive": int((totals.count > 0).sum()),
+            "generation": None,
             "finished_at": None,
             "density": log_density(totals.count, totals.n_tokens),
         },

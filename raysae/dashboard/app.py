@@ -21,7 +21,7 @@ from pymongo import errors as mongo_errors
 from werkzeug.exceptions import HTTPException
 
 from raysae.dashboard import queries, render
-from raysae.store import Store
+from raysae.store import Store, StoreError
 
 log = logging.getLogger("raysae.dashboard")
 
@@ -64,6 +64,12 @@ def create_app(store: Store, *, title: str = "raysae feature browser", seed: int
             abort(404, f"No SAE called {sae_id!r} in this store.")
         return sae
 
+    @app.before_request
+    def store_alive():
+        # An embedded store server that died is started again before the page reads from
+        # it (a poll of the child: no cost while it runs), so the browser recovers.
+        store.revive()
+
     @app.get("/")
     def sae_list():
         sort = request.args.get("sort", "name")
@@ -82,7 +88,7 @@ def create_app(store: Store, *, title: str = "raysae feature browser", seed: int
     @app.get("/sae/<path:sae_id>/feature/<int:index>")
     def feature(sae_id: str, index: int):
         sae = sae_or_404(sae_id)
-        doc = queries.get_feature(store, sae_id, index)
+        doc = queries.get_feature(store, sae, index)
         if doc is None:
             abort(404, f"SAE {sae_id!r} has no feature {index} (its features are 0–{sae['d_sae'] - 1}).")
         hist = doc.get("histogram") or {}
@@ -150,10 +156,20 @@ def create_app(store: Store, *, title: str = "raysae feature browser", seed: int
         message = f"{exc.args[0] if exc.args else exc} Rerun `python -m raysae.analyze` on this SAE."
         return render_template("error.html", code=500, name="Incomplete analysis", message=message), 500
 
+    @app.errorhandler(StoreError)
+    def store_lost(exc: StoreError):
+        log.error("%s", exc)
+        return render_template("error.html", code=503, name="Store unavailable", message=str(exc)), 503
+
     @app.errorhandler(mongo_errors.PyMongoError)
     def store_error(exc: mongo_errors.PyMongoError):
         log.error("store error: %s", exc)
         message = f"The store at {store.uri_shown} did not answer: {str(exc).splitlines()[0][:200]}"
+        try:
+            if store.revive(grace_s=1.0):
+                message += " Its embedded server had stopped and was restarted: reload the page."
+        except StoreError as failed:
+            message += f" {failed}"
         return render_template("error.html", code=503, name="Store unavailable", message=message), 503
 
     return app

@@ -1,6 +1,7 @@
 """What the browser's pages read from the store: small, index-backed queries that
 project only the fields a page shows (a feature document is ~18 KB; a list page
-never loads more than one page of features)."""
+never loads more than one page of features). Features are read from the generation
+the SAE document names (`feature_filter`): a re-analysis being written is never shown."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from raysae.store import Store
+from raysae.store import Store, feature_filter
 
 SAE_LIST_FIELDS = {
     "name": 1,
@@ -73,22 +74,24 @@ class FeaturePage:
     """The order the rows are in (a frequency range forces `frequency`)."""
 
 
-def _frequency_at(store: Store, sae_id: str, rank: int) -> float:
-    doc = store.features.find_one({"sae_id": sae_id, "rank_frequency": rank}, {"_id": 0, "act_frequency": 1})
+def _frequency_at(store: Store, sae: dict[str, Any], rank: int) -> float:
+    doc = store.features.find_one(
+        {**feature_filter(sae), "rank_frequency": rank}, {"_id": 0, "act_frequency": 1}
+    )
     if doc is None:
         raise LookupError(
-            f"SAE {sae_id!r} has no feature of frequency rank {rank}: analyzed by an older raysae?"
+            f"SAE {sae['_id']!r} has no feature of frequency rank {rank}: analyzed by an older raysae?"
         )
     return doc["act_frequency"]
 
 
-def _first_rank(store: Store, sae_id: str, d_sae: int, past) -> int:
+def _first_rank(store: Store, sae: dict[str, Any], d_sae: int, past) -> int:
     """The first frequency rank whose frequency satisfies `past` (monotone in rank):
     a binary search of point lookups, ~log2(d_sae) index hits."""
     lo, hi = 0, d_sae
     while lo < hi:
         mid = (lo + hi) // 2
-        if past(_frequency_at(store, sae_id, mid)):
+        if past(_frequency_at(store, sae, mid)):
             hi = mid
         else:
             lo = mid + 1
@@ -101,8 +104,8 @@ def frequency_ranks(
     """[first, end) of the frequency ranks whose frequency lies in [min_freq, max_freq]
     (ranks run from the most frequent feature down)."""
     d = sae["d_sae"]
-    first = 0 if max_freq is None else _first_rank(store, sae["_id"], d, lambda f: f <= max_freq)
-    end = d if min_freq is None else _first_rank(store, sae["_id"], d, lambda f: f < min_freq)
+    first = 0 if max_freq is None else _first_rank(store, sae, d, lambda f: f <= max_freq)
+    end = d if min_freq is None else _first_rank(store, sae, d, lambda f: f < min_freq)
     return first, max(first, end)
 
 
@@ -129,14 +132,14 @@ def list_features(
     lo = first + (page - 1) * per_page
     hi = min(lo + per_page, end)
     rows = list(
-        store.features.find({"sae_id": sae["_id"], field: {"$gte": lo, "$lt": hi}}, FEATURE_ROW_FIELDS)
+        store.features.find({**feature_filter(sae), field: {"$gte": lo, "$lt": hi}}, FEATURE_ROW_FIELDS)
     )
     rows.sort(key=lambda r: r.get(field, 0))
     return FeaturePage(rows, page, pages, total, order)
 
 
-def get_feature(store: Store, sae_id: str, index: int) -> dict[str, Any] | None:
-    return store.features.find_one({"sae_id": sae_id, "index": index}, {"_id": 0})
+def get_feature(store: Store, sae: dict[str, Any], index: int) -> dict[str, Any] | None:
+    return store.features.find_one({**feature_filter(sae), "index": index}, {"_id": 0})
 
 
 def random_alive_index(store: Store, sae: dict[str, Any], rng: random.Random) -> int | None:
@@ -146,7 +149,7 @@ def random_alive_index(store: Store, sae: dict[str, Any], rng: random.Random) ->
     if alive == 0:
         return None
     doc = store.features.find_one(
-        {"sae_id": sae["_id"], "rank_frequency": rng.randrange(alive)}, {"_id": 0, "index": 1}
+        {**feature_filter(sae), "rank_frequency": rng.randrange(alive)}, {"_id": 0, "index": 1}
     )
     return None if doc is None else doc["index"]
 

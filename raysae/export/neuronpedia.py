@@ -13,7 +13,7 @@ from typing import Any
 from raysae import filesystem
 from raysae.activations.language_model import block_index
 from raysae.analysis.documents import NON_ACTIVATING
-from raysae.store import Store
+from raysae.store import Store, feature_filter
 
 DECIMALS = 3  # as Neuronpedia's own exporter rounds
 
@@ -98,12 +98,14 @@ def neuronpedia_feature(
     return out
 
 
-def _feature_docs(store: Store, sae_id: str, d_sae: int, per_batch: int) -> Iterator[list[dict[str, Any]]]:
-    """The SAE's feature documents in index order, one bounded index range per batch."""
+def _feature_docs(store: Store, sae: dict[str, Any], per_batch: int) -> Iterator[list[dict[str, Any]]]:
+    """The SAE's feature documents (of the analysis its document names) in index order,
+    one bounded index range per batch."""
+    sae_id, d_sae = sae["_id"], int(sae["d_sae"])
     for lo in range(0, d_sae, per_batch):
         hi = min(lo + per_batch, d_sae)
         docs = sorted(
-            store.features.find({"sae_id": sae_id, "index": {"$gte": lo, "$lt": hi}}, {"_id": 0}),
+            store.features.find({**feature_filter(sae), "index": {"$gte": lo, "$lt": hi}}, {"_id": 0}),
             key=lambda d: d["index"],
         )
         if len(docs) != hi - lo:
@@ -149,7 +151,7 @@ def export_neuronpedia(
     }
     filesystem.make_dirs(out)
     files = []
-    for n, docs in enumerate(_feature_docs(store, sae_id, int(sae["d_sae"]), features_per_batch)):
+    for n, docs in enumerate(_feature_docs(store, sae, features_per_batch)):
         features = [
             neuronpedia_feature(
                 d,

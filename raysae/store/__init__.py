@@ -14,10 +14,18 @@ from pathlib import Path
 from raysae.config import StoreConfig, redact
 from raysae.errors import StoreError
 from raysae.run_dir import RunDir
-from raysae.store.client import Store, is_transient
+from raysae.store.client import Store, feature_filter, is_transient
 from raysae.store.embedded import EmbeddedServer
 
-__all__ = ["EmbeddedServer", "Store", "StoreError", "is_transient", "open_store", "store_folder"]
+__all__ = [
+    "EmbeddedServer",
+    "Store",
+    "StoreError",
+    "feature_filter",
+    "is_transient",
+    "open_store",
+    "store_folder",
+]
 
 
 def store_folder(directory: str | os.PathLike) -> Path:
@@ -44,7 +52,9 @@ def open_store(
     """The MongoDB at `uri`; with none, an embedded server over `store_dir` that runs until
     the block ends. `create` (writers): the folder may be new, its location is printed, and
     the indexes are put in place; else (readers) `store_dir` must hold a store, or be the run
-    directory that does. `settings` gives the database, timeouts, retries and batch size."""
+    directory that does. `settings` gives the database, timeouts, retries and batch size.
+    The embedded server is a child of this process that ends with it; if it dies, the
+    store's next failing operation restarts it (`Store.revive`)."""
     s = settings or StoreConfig()
     server = None
     if uri is None:
@@ -59,7 +69,12 @@ def open_store(
         print(f"store: {redact(uri)}", flush=True)
     try:
         with Store(
-            uri, s.database, timeout_s=s.timeout_seconds, retry_s=s.retry_seconds, batch_size=s.batch_size
+            uri,
+            s.database,
+            timeout_s=s.timeout_seconds,
+            retry_s=s.retry_seconds,
+            batch_size=s.batch_size,
+            server=server,
         ) as store:
             if create:
                 store.ensure_indexes()
