@@ -3,7 +3,8 @@
 A directory holds `cfg.json`, `sae_weights.safetensors` (`W_enc [d_in, d_sae]`,
 `W_dec [d_sae, d_in]`, `b_enc`, `b_dec`, and `threshold` for JumpReLU-style
 inference), `sparsity.safetensors` (log10 firing frequency per feature) and our
-own `raysae.json` (training architecture, full config, metrics, ...).
+own `raysae.json` (training architecture, full config with credentials redacted, metrics, ...):
+an SAE folder is made to be shared, so it holds no password.
 SAELens's `SAE.load_from_disk(dir)` reads the first three as they are.
 The directory may also be an object-store URI (`s3://…`, `raysae.filesystem`): it is
 written from, and read through, a temporary local copy. Each model describes its
@@ -24,7 +25,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from raysae import filesystem
-from raysae.config import RaysaeConfig, SAEConfig
+from raysae.config import RaysaeConfig, SAEConfig, redact
 from raysae.metrics.sparsity import log_feature_density
 from raysae.models import ARCHITECTURES, SparseAutoencoder, saelens_class
 
@@ -94,6 +95,7 @@ def save_sae(
         **({"config": config.model_dump(mode="json")} if config is not None else {}),
         **(record or {}),
     }
+    full_record = redact(full_record)
     (tmp / RECORD_FILE).write_text(json.dumps(full_record, indent=2, default=str))
     _replace_dir(tmp, path)
     return path

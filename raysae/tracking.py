@@ -5,14 +5,18 @@ The store is `tracking.uri`, else `MLFLOW_TRACKING_URI`, else
 (`<output_dir>/mlartifacts` by default; MLflow 3.13+ refuses the `./mlruns` file
 store). An `output_dir` on an object store has no default (SQLite needs a local file).
 MLflow run ids are kept in the run's state folder, so a restarted or rerun
-training continues the same MLflow runs. Params come from the redacted config:
-no credentials reach MLflow or the logs.
+training continues the same MLflow runs. Params come from the redacted config, and
+a password in the tracking URI never reaches MLflow's URI (which MLflow prints in its
+log lines): MLflow gets the URI without `user:password@` and the credentials through
+`MLFLOW_TRACKING_USERNAME`/`MLFLOW_TRACKING_PASSWORD` in this process's environment
+(`mlflow_client`, in the driver and in every Ray worker that logs).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import tempfile
 import time
 from collections.abc import Mapping
@@ -20,7 +24,7 @@ from pathlib import Path
 
 from raysae import filesystem
 from raysae.config import RaysaeConfig, flatten_dotted, redact
-from raysae.config.resolve import tracking_uri
+from raysae.config.resolve import tracking_credentials, tracking_uri
 
 log = logging.getLogger("raysae.tracking")
 RUNS_FILE = "mlflow_runs.json"
@@ -64,12 +68,21 @@ def log_batch(
         client.log_batch(run_id, metrics=ms[i : i + 100], params=ps[i : i + 100])
 
 
-def mlflow_experiment(cfg: RaysaeConfig):
-    """(MlflowClient, experiment id) of the config's experiment, created on first use."""
+def mlflow_client(cfg: RaysaeConfig):
+    """An MlflowClient of the config's tracking store: the URI without userinfo, its credentials
+    (if any) in MLflow's environment variables, which MLflow reads at each request."""
     from mlflow import MlflowClient
 
+    credentials = tracking_credentials(cfg)
+    if credentials is not None:
+        os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"] = credentials
+    return MlflowClient(tracking_uri(cfg))
+
+
+def mlflow_experiment(cfg: RaysaeConfig):
+    """(MlflowClient, experiment id) of the config's experiment, created on first use."""
     uri = tracking_uri(cfg)
-    client = MlflowClient(uri)
+    client = mlflow_client(cfg)
     name = cfg.tracking.experiment or cfg.name
     found = client.get_experiment_by_name(name)
     if found is not None:
@@ -135,5 +148,5 @@ class Tracker:
             with filesystem.local_copy(sae_dir) as local:
                 self.client.log_artifacts(run_id, str(local), artifact_path="sae")
         if error:
-            self.client.set_tag(run_id, "raysae.error", error[:5000])
+            self.client.set_tag(run_id, "raysae.error", redact(error)[:5000])
         self.client.set_terminated(run_id, status="FAILED" if error else "FINISHED")

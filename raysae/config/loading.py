@@ -90,13 +90,22 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
     return validate_config(raw, source)
 
 
-_URI_CREDENTIALS = re.compile(r"(?<=://)[^/@\s]+@")
+# The userinfo of a URI: everything after `://` up to the *last* `@` before the path, query or
+# fragment, so a password holding an `@` (`u:se@cret@host`) is dropped whole.
+_URI_CREDENTIALS = re.compile(r"(?<=://)[^/?#\s]*@")
+# Query parameters that carry a secret (`?password=…`, `&apiKey=…`, `sig=…`, `X-Amz-Credential=…`):
+# those whose name ends in one of these words. `authSource`, `authMechanism`, `tls…File` are not secrets.
+_SECRET_PARAMETER = re.compile(
+    r"(?<=[?&;])([^=&#;?\s]*(?:password|passwd|pwd|secret|token|key|signature|sig|credential))=[^&#;\s]*",
+    re.IGNORECASE,
+)
 
 
 def redact(value: Any) -> Any:
-    """Drop `user:password@` from URIs so configs can be printed and logged."""
+    """Drop `user:password@` and secret query parameters from URIs (also inside longer text, such as
+    an error message), so configs and messages can be printed, logged and saved."""
     if isinstance(value, str):
-        return _URI_CREDENTIALS.sub("***@", value)
+        return _SECRET_PARAMETER.sub(r"\1=***", _URI_CREDENTIALS.sub("***@", value))
     if isinstance(value, dict):
         return {k: redact(v) for k, v in value.items()}
     if isinstance(value, list):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from raysae import filesystem
 from raysae.config.root import RaysaeConfig
@@ -14,11 +15,36 @@ MLFLOW_DB = "mlflow.db"
 """The default MLflow store: a SQLite file in `output_dir`, beside the run directories."""
 
 
+def split_userinfo(uri: str) -> tuple[str, tuple[str, str] | None]:
+    """(`uri` without its `user:password@`, the decoded (user, password) or None). The userinfo
+    runs to the last `@` of the authority, so a password may hold an `@`."""
+    parts = urlsplit(uri)
+    if "@" not in parts.netloc:
+        return uri, None
+    userinfo, _, host = parts.netloc.rpartition("@")
+    user, _, password = userinfo.partition(":")
+    return urlunsplit(parts._replace(netloc=host)), (unquote(user), unquote(password))
+
+
+def configured_tracking_uri(cfg: RaysaeConfig) -> str | None:
+    """`tracking.uri`, else `MLFLOW_TRACKING_URI`, as given (credentials included); None when unset."""
+    return cfg.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI") or None
+
+
+def tracking_credentials(cfg: RaysaeConfig) -> tuple[str, str] | None:
+    """(user, password) from the tracking URI's userinfo, for `MLFLOW_TRACKING_USERNAME`/`_PASSWORD`;
+    None when the URI has none."""
+    configured = configured_tracking_uri(cfg)
+    return split_userinfo(configured)[1] if configured else None
+
+
 def tracking_uri(cfg: RaysaeConfig) -> str:
-    """`tracking.uri`, else `MLFLOW_TRACKING_URI`, else `sqlite:///<output_dir>/mlflow.db`."""
-    configured = cfg.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI")
+    """`tracking.uri`, else `MLFLOW_TRACKING_URI`, else `sqlite:///<output_dir>/mlflow.db`, always
+    without `user:password@`: this is the URI MLflow is given, and MLflow prints it in its own log
+    lines (`API request to …` on every retry). The credentials go through `tracking_credentials`."""
+    configured = configured_tracking_uri(cfg)
     if configured:
-        return configured
+        return split_userinfo(configured)[0]
     if filesystem.is_remote(cfg.output_dir):
         raise ConfigError(
             [

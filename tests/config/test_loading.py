@@ -2,7 +2,7 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from raysae.config import ConfigError, RaysaeConfig, dump_config, load_config
+from raysae.config import ConfigError, RaysaeConfig, dump_config, load_config, redact
 
 
 def write(tmp_path, text: str):
@@ -171,3 +171,38 @@ def test_population_members_must_share_what_decides_the_batches():
     check_population([a, load_config(None, ["sae.architecture=standard", "train.lr=0.1"])])
     with pytest.raises(ConfigError, match=r"train.batch_size: SAE 1 of the population has 8, SAE 0 has 4096"):
         check_population([a, load_config(None, ["train.batch_size=8"])])
+
+
+@pytest.mark.parametrize(
+    "text,redacted",
+    [
+        ("mongodb://alice:s3cret@db:27017/x", "mongodb://***@db:27017/x"),
+        ("mongodb://u:se@cret@pw@db/x?authSource=admin", "mongodb://***@db/x?authSource=admin"),
+        ("http://u:p%40ss@h:5000", "http://***@h:5000"),
+        ("mongodb://db/?password=abc&authSource=admin", "mongodb://db/?password=***&authSource=admin"),
+        ("http://h/x?apiKey=k1;access_token=t2&a=1", "http://h/x?apiKey=***;access_token=***&a=1"),
+        ("s3://b/p?region=eu&X-Amz-Signature=ff", "s3://b/p?region=eu&X-Amz-Signature=***"),
+        ("mongodb://h1,h2/db?replicaSet=rs", "mongodb://h1,h2/db?replicaSet=rs"),
+        ("sqlite:////tmp/a@b/mlflow.db", "sqlite:////tmp/a@b/mlflow.db"),
+        ("cannot reach http://u:p@h:1/api (mail x@y)", "cannot reach http://***@h:1/api (mail x@y)"),
+    ],
+)
+def test_redact_drops_userinfo_to_the_last_at_and_secret_parameters(text, redacted):
+    assert redact(text) == redacted
+    assert redact({"a": [text]}) == {"a": [redacted]}
+
+
+def test_the_tracking_uri_mlflow_gets_has_no_password(tmp_path, monkeypatch):
+    from raysae.config.resolve import tracking_credentials, tracking_uri
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    cfg = load_config(
+        None, ["tracking.uri=http://mluser:pw@rd%3A@mlflow.example:5000/x", f"output_dir={tmp_path}"]
+    )
+    assert tracking_uri(cfg) == "http://mlflow.example:5000/x"
+    assert tracking_credentials(cfg) == ("mluser", "pw@rd:")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "https://env:tok@h")
+    cfg = load_config(None, [f"output_dir={tmp_path}"])
+    assert (tracking_uri(cfg), tracking_credentials(cfg)) == ("https://h", ("env", "tok"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    assert tracking_credentials(cfg) is None and tracking_uri(cfg).startswith("sqlite:///")
