@@ -92,6 +92,33 @@ def user_error(error: BaseException) -> BaseException | str | None:
     return None
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def failure_reason(error: BaseException) -> str:
+    """Why a trial or run failed, in one line: the bad-input message when there is one, else the
+    innermost exception that is not Ray's wrapper (`RayTaskError`, `TrainingFailedError`, ...)
+    as `Type: message`, without the terminal colour codes Ray puts in its text."""
+    found = user_error(error)
+    if found is None:
+        root, seen = error, set()
+        exc: BaseException | None = error
+        while exc is not None and id(exc) not in seen:
+            seen.add(id(exc))
+            if not type(exc).__module__.startswith("ray."):
+                root = exc
+            nested = getattr(exc, "cause", None)
+            if not isinstance(nested, BaseException):
+                failures = getattr(exc, "worker_failures", None)  # Ray Train's WorkerGroupError
+                nested = next(iter(failures.values()), None) if isinstance(failures, dict) else None
+            exc = nested if isinstance(nested, BaseException) else exc.__cause__ or exc.__context__
+        text = f"{type(root).__name__}: {root}"
+    else:
+        text = str(found)
+    lines = [line.strip() for line in _ANSI.sub("", text).splitlines() if line.strip()]
+    return (lines[0] if lines else type(error).__name__)[:300]
+
+
 INTERRUPTED_EXIT_CODE = 130
 """A command stopped by Ctrl-C, SIGTERM or SIGHUP exits 130, as a shell reports SIGINT."""
 

@@ -11,8 +11,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = config_parser(first_line(__doc__)).parse_args(argv)
     cfg = load_from_args(args)
     from raysae.activations import generate_caches
+    from raysae.preflight import check_generation
     from raysae.ray_runtime import ensure_ray
 
+    check_generation(cfg)  # before Ray starts or any cache folder is made
     ensure_ray()
     dirs = generate_caches(cfg)
     for (hook, layout), directory in dirs.items():

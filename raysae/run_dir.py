@@ -3,10 +3,16 @@ layout (`RunDir`), the ids of the SAEs it holds, and its tables (`config.yaml`, 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
-from collections.abc import Iterable, Mapping
+import logging
+import os
+import socket
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 from raysae import filesystem
@@ -197,3 +203,61 @@ def read_results(path: filesystem.Location) -> list[dict[str, Any]]:
         {k: float(v) if k in METRIC_COLUMNS else v for k, v in row.items() if v not in ("", None)}
         for row in csv.DictReader(io.StringIO(text, newline=""))
     ]
+
+
+LOCK = ".lock"
+"""`<run>/.lock`: who holds the run directory (PID, host, command), flock-ed while it runs."""
+
+
+class RunDirBusy(ValueError):
+    """Another live process holds the run directory."""
+
+
+@contextlib.contextmanager
+def hold_run_dir(run: RunDir, command: str) -> Iterator[None]:
+    """Hold `run` for this process while the block runs: an exclusive `flock` on `<run>/.lock`,
+    which the kernel drops when the holder ends however it ends, so a killed holder's lock is
+    simply taken over. A second holder is refused with `RunDirBusy` naming the first one's PID.
+
+    An object-store run directory has no locks: it is not held (one command at a time there
+    is the user's to keep), which is logged.
+    """
+    if filesystem.is_remote(run.root):
+        logging.getLogger("raysae.run").warning(
+            "%s is on an object store, which has no locks: run one command at a time on it", run
+        )
+        yield
+        return
+    import fcntl
+
+    path = Path(run.root) / LOCK
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunDirBusy(f"{run} is in use by {_holder(path)}; wait for it to end, or stop it") from None
+        holder = {"pid": os.getpid(), "host": socket.gethostname(), "command": command}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(holder).encode(), 0)
+        try:
+            yield
+        finally:
+            os.ftruncate(fd, 0)
+    finally:
+        os.close(fd)  # releases the flock
+
+
+def _holder(path: Path) -> str:
+    """'PID 123 on host (python -m raysae.sweep …)' from the lock file (the holder writes it just
+    after taking the lock, so a second reader may find it empty for an instant)."""
+    for _ in range(20):
+        try:
+            holder = json.loads(path.read_text() or "null")
+        except (OSError, json.JSONDecodeError):
+            holder = None
+        if holder:
+            return f"PID {holder['pid']} on {holder['host']} ({holder['command']})"
+        time.sleep(0.05)
+    return "another process"

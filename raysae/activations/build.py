@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
-from raysae.activations.cache import cache_dir, new_manifest
+from raysae.activations.cache import cache_dir, new_manifest, read_manifest, verify_cache
 from raysae.activations.cache_writer import CacheBuilder
 from raysae.activations.generation import generation_dataset
 from raysae.activations.language_model import tokenizer_for
 from raysae.activations.tokens import contexts_for_tokens, pack_contexts
 from raysae.config import RaysaeConfig
+from raysae.errors import CacheError
 
 log = logging.getLogger("raysae.generate")
 
@@ -24,11 +26,29 @@ def contexts_needed(cfg: RaysaeConfig, layout: str) -> int:
     return contexts_for_tokens(cfg.data, a.n_tokens) if layout == "tokens" else a.n_contexts
 
 
+REPAIR = "delete that folder and rerun `python -m raysae.generate CONFIG` to rebuild it"
+"""How to repair a damaged cache: a rebuild in a fresh folder is the one thing that is exact."""
+
+
+def complete_cache(directory: str) -> dict[str, Any] | None:
+    """The manifest of a complete cache at `directory` after checking every shard (checksums
+    included), None when it is missing or unfinished (it will be built or resumed). A damaged
+    one is never called complete: `CacheError` names the shard and how to rebuild it."""
+    manifest = read_manifest(directory)
+    if manifest is None or not manifest.get("complete"):
+        return None
+    try:
+        return verify_cache(directory)
+    except CacheError as exc:
+        raise CacheError(f"{exc}; the cache {directory} is damaged: {REPAIR}") from None
+
+
 def generate_caches(cfg: RaysaeConfig) -> dict[tuple[str, str], str]:
     """Make sure every cache the config names is complete; returns {(hook, layout): dir}.
 
-    Complete caches are reused, incomplete ones resumed; all hook points of a
-    layout are filled from one forward pass over the contexts.
+    Complete caches are verified and reused, incomplete ones resumed; all hook points of a
+    layout are filled from one forward pass over the contexts. Nothing is created on disk
+    before the tokenizer has loaded.
     """
     hooks = hook_points(cfg)
     dirs: dict[tuple[str, str], str] = {}
@@ -36,39 +56,38 @@ def generate_caches(cfg: RaysaeConfig) -> dict[tuple[str, str], str]:
     tokenizer = None
     for layout in a.layouts:
         n_contexts = contexts_needed(cfg, layout)
-        builders = []
-        for i, hook in enumerate(hooks):
-            directory = cache_dir(cfg, hook, layout)
-            dirs[(hook, layout)] = directory
-            builders.append(
-                CacheBuilder(
-                    directory,
-                    new_manifest(cfg, hook, layout),
-                    column=f"acts_{i}",
-                    n_contexts=n_contexts,
-                    n_rows=a.n_tokens,
-                    shard_rows=a.shard_rows
-                    if layout == "tokens"
-                    else max(1, a.shard_rows // cfg.data.context_size),
-                    buffer_shards=a.shuffle_buffer_shards,
-                    seed=a.seed,
-                )
-            )
-        todo = [b for b in builders if not b.complete]
-        if not todo:
-            log.info("%s caches complete, reusing: %s", layout, ", ".join(b.dir for b in builders))
+        layout_dirs = [cache_dir(cfg, hook, layout) for hook in hooks]
+        dirs.update({(hook, layout): d for hook, d in zip(hooks, layout_dirs, strict=True)})
+        missing = [i for i, d in enumerate(layout_dirs) if complete_cache(d) is None]
+        if not missing:
+            log.info("%s caches complete, reusing: %s", layout, ", ".join(layout_dirs))
             continue
+        tokenizer = tokenizer or tokenizer_for(cfg)
+        todo = [
+            CacheBuilder(
+                layout_dirs[i],
+                new_manifest(cfg, hooks[i], layout),
+                column=f"acts_{i}",
+                n_contexts=n_contexts,
+                n_rows=a.n_tokens,
+                shard_rows=a.shard_rows
+                if layout == "tokens"
+                else max(1, a.shard_rows // cfg.data.context_size),
+                buffer_shards=a.shuffle_buffer_shards,
+                seed=a.seed,
+            )
+            for i in missing
+        ]
         start = min(b.contexts_done for b in todo)
         if start:
             log.info("resuming %s caches from context %d of %d", layout, start, n_contexts)
-        tokenizer = tokenizer or tokenizer_for(cfg)
         tokens = pack_contexts(cfg.data, tokenizer, n_contexts)
         for b in todo:
             b.start_pass()
         ds = generation_dataset(cfg, tokens[start:], start, hooks)
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-            for b in todo:
-                b.add(batch)
+            for b in todo:  # batch_format="numpy" gives a dict of arrays; Ray types it as any format
+                b.add(batch)  # pyright: ignore[reportArgumentType]
         for b in todo:
             b.finish()
     return dirs

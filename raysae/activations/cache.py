@@ -32,10 +32,51 @@ MANIFEST = "manifest.json"
 CACHE_VERSION = 1
 
 
+def _local_path(path: str | None) -> str | None:
+    """A local file or folder by what it points to (absolute, `.`/`..` and a trailing `/` gone,
+    relative to the working folder as every config path is); anything else (a hub name) as given."""
+    if path is None or not Path(path).exists():
+        return path
+    return str(Path(path).resolve())
+
+
+_CONTENT_HASHES: dict[tuple[str, int, int], str] = {}
+"""sha256 of the local files this process has hashed, by (path, size, mtime)."""
+
+
+def _content_sha256(path: Path) -> str:
+    st = path.stat()
+    stamp = (str(path), st.st_size, st.st_mtime_ns)
+    if stamp not in _CONTENT_HASHES:
+        _CONTENT_HASHES[stamp] = file_sha256(path)
+    return _CONTENT_HASHES[stamp]
+
+
+def content_fingerprint(path: str | None) -> str | None:
+    """sha256 over the names and contents of a local file or folder's files, so data edited in
+    place gives a new cache key; None when `path` is not local (a hub name). Contents, not
+    modification times: a node that got the same files by copying (`ray job submit
+    --working-dir`) computes the same key. Hashed once per process while a file's size and
+    modification time stay the same."""
+    if path is None or not Path(path).exists():
+        return None
+    root = Path(path).resolve()
+    files = [root] if root.is_file() else sorted(f for f in root.rglob("*") if f.is_file())
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f"{f.relative_to(root) if f != root else f.name}\0{_content_sha256(f)}\0".encode())
+    return h.hexdigest()
+
+
 def _model_identity(cfg: RaysaeConfig) -> dict[str, Any]:
     """What identifies the model's weights: its name, plus config/size for local dirs."""
     m = cfg.model
-    ident: dict[str, Any] = {"name": m.name, "dtype": m.dtype, "tokenizer": m.tokenizer}
+    ident: dict[str, Any] = {
+        "name": m.name if m.name == "random" else _local_path(m.name),
+        "dtype": m.dtype,
+        "tokenizer": _local_path(m.tokenizer),
+        "tokenizer_content": content_fingerprint(m.tokenizer),
+    }
     if m.name == "random":
         ident["random"] = m.random.model_dump()
     elif Path(m.name).is_dir():
@@ -53,7 +94,13 @@ def key_inputs(cfg: RaysaeConfig, hook_point: str, layout: str) -> dict[str, Any
         "version": CACHE_VERSION,
         "model": _model_identity(cfg),
         "hook_point": hook_point,
-        "data": {"path": d.path, "split": d.split, "text_column": d.text_column, "seed": d.seed},
+        "data": {
+            "path": _local_path(d.path),
+            "content": content_fingerprint(d.path),
+            "split": d.split,
+            "text_column": d.text_column,
+            "seed": d.seed,
+        },
         "context_size": d.context_size,
         "prepend_bos": d.prepend_bos,
         "exclude_bos": d.exclude_bos if layout == "tokens" else None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 
 from raysae.cli import config_parser, load_from_args, run_main
@@ -17,7 +18,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv
     )
     cfg = load_from_args(args)
-    rows, run = run_sweep(cfg)
+    command = " ".join(["python -m raysae.sweep", *(sys.argv[1:] if argv is None else argv)])
+    rows, run = run_sweep(cfg, command=command)
     done = [r for r in rows if r["status"] == "finished"]
     metric = cfg.sweep.metric
     if done:

@@ -17,18 +17,22 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import signal
 from typing import Any
 
 from raysae import filesystem
 from raysae.activations import generate_caches
 from raysae.activations.cache import key_inputs
 from raysae.analysis import analyze
+from raysae.cli import failure_reason
 from raysae.config import RaysaeConfig, check_population
 from raysae.config.resolve import check_run_storage, store_uri
 from raysae.errors import ConfigError
+from raysae.preflight import check_inputs
 from raysae.ranking import best_row, frontier_axis, select_saes
 from raysae.ray_runtime import ensure_ray, keep_working_directory
-from raysae.run_dir import RunDir, resume_record, sae_ids, write_config, write_results
+from raysae.run_dir import RunDir, hold_run_dir, resume_record, sae_ids, write_config, write_results
 from raysae.store import open_store
 from raysae.sweep.pareto_plot import pareto_png, sweep_document
 from raysae.sweep.trials import point_config, trial_groups
@@ -157,7 +161,9 @@ class Trial:
         )
 
 
-def _rows(grid, groups: list[list[dict[str, Any]]], trials: list[list[RaysaeConfig]]) -> list[dict]:
+def _rows(
+    grid, groups: list[list[dict[str, Any]]], trials: list[list[RaysaeConfig]], *, interrupted: bool = False
+) -> list[dict]:
     """One results row per SAE: its swept values, its final metrics or why it has none."""
     rows = []
     for result in grid:
@@ -170,9 +176,11 @@ def _rows(grid, groups: list[list[dict[str, Any]]], trials: list[list[RaysaeConf
             row = {"sae_id": sae_id, "architecture": member.sae.architecture, **point}
             row.update({k: v for k, v in reported.get(sae_id, {}).items() if k != "sae_id"})
             if result.error is not None:
-                row["status"] = f"failed: {str(result.error).splitlines()[0][:300]}"
+                row["status"] = f"failed: {failure_reason(result.error)}"
             elif not metrics.get("final"):  # Tune keeps its own "done"
-                row["status"] = f"stopped by the scheduler at {metrics.get('tokens', 0)} tokens"
+                # Only ASHA stops trials early; anything else unfinished was cut short by Ctrl-C.
+                how = "interrupted" if interrupted else "stopped by the scheduler"
+                row["status"] = f"{how} at {metrics.get('tokens', 0)} tokens"
             else:
                 row["status"] = "failed" if row.get("error") else "finished"
             rows.append(row)
@@ -205,19 +213,81 @@ def _parent_run(cfg: RaysaeConfig, run: RunDir, record: dict[str, Any], n_trials
     return client, record["mlflow_parent_run_id"]
 
 
-def run_sweep(cfg: RaysaeConfig) -> tuple[list[dict], RunDir]:
-    """Run (or resume) the sweep; returns the results rows and the run directory."""
+class _TuneStopsOnSignals:
+    """Ctrl-C, SIGTERM and SIGHUP during `Tuner.fit()` end the Tune run gracefully (Tune saves its
+    state, stops the trials and returns) and are remembered, so the sweep stops after it.
+
+    Tune's own SIGINT handler ends the run the same way but leaves no trace of having done so;
+    it is turned off (`TUNE_DISABLE_SIGINT_HANDLER`) and ours asks Tune to stop through the
+    signal it always listens to, SIGUSR1. A second signal interrupts at once.
+    """
+
+    SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
+
+    def __init__(self):
+        self.received: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, _frame) -> None:
+        if self.received is not None:
+            raise KeyboardInterrupt(signal.Signals(signum).name)
+        self.received = signal.Signals(signum).name
+        log.warning("%s: stopping the sweep once Ray Tune has saved its state", self.received)
+        signal.raise_signal(signal.SIGUSR1)
+
+    def _before_tune_listens(self, signum: int, _frame) -> None:
+        raise KeyboardInterrupt(self.received or signal.Signals(signum).name)
+
+    def __enter__(self) -> _TuneStopsOnSignals:
+        os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+        for name in (*self.SIGNALS, "SIGUSR1"):
+            sig = signal.Signals[name]
+            handler = self._before_tune_listens if name == "SIGUSR1" else self._handle
+            self._previous[sig] = signal.signal(sig, handler)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def _check_inputs(cfg: RaysaeConfig, trials: list[list[RaysaeConfig]]) -> None:
+    """Everything the driver can check, once, before Ray: caches, model, hooks, every trial's
+    widths, MLflow and the store (`raysae.preflight`); the run directory's storage."""
+    for members in trials:
+        check_population(members)
+    check_inputs(cfg, [m for members in trials for m in members], store=True)
+
+
+def run_sweep(cfg: RaysaeConfig, *, command: str = "python -m raysae.sweep") -> tuple[list[dict], RunDir]:
+    """Run (or resume) the sweep; returns the results rows and the run directory.
+
+    Bad input is refused before Ray starts and before anything is written. The run directory
+    is held (`hold_run_dir`) from before its first file until the end. A sweep stopped by
+    Ctrl-C, SIGTERM or SIGHUP writes `results.csv` (rows `interrupted at N tokens`) and raises
+    KeyboardInterrupt: no plot, no analysis."""
     import ray
-    from ray import tune
 
     groups = trial_groups(cfg)
     trials = [[point_config(cfg, p) for p in group] for group in groups]
-    for members in trials:
-        check_population(members)
-    ensure_ray()
-    n_parallel = concurrency(cfg, trials, {k: float(v) for k, v in ray.cluster_resources().items()})
     run = RunDir.of(cfg).absolute()
     check_run_storage(cfg, run.store)
+    _check_inputs(cfg, trials)
+    ensure_ray()
+    n_parallel = concurrency(cfg, trials, {k: float(v) for k, v in ray.cluster_resources().items()})
+    with hold_run_dir(run, command):
+        return _run_held(cfg, run, groups, trials, n_parallel), run
+
+
+def _run_held(
+    cfg: RaysaeConfig,
+    run: RunDir,
+    groups: list[list[dict[str, Any]]],
+    trials: list[list[RaysaeConfig]],
+    n_parallel: int,
+) -> list[dict]:
+    from ray import tune
+
     record = _check_same_sweep(run, groups)
     write_config(cfg, run.root)
     log.info(
@@ -244,8 +314,12 @@ def run_sweep(cfg: RaysaeConfig) -> tuple[list[dict], RunDir]:
             ),
             run_config=tune.RunConfig(name=RunDir.TUNE, storage_path=run.root, verbose=1),
         )
-    rows = _rows(tuner.fit(), groups, trials)
+    with _TuneStopsOnSignals() as stop:
+        grid = tuner.fit()
+    rows = _rows(grid, groups, trials, interrupted=stop.received is not None)
     log_file(client, parent_id, write_results(rows, run.root))
+    if stop.received is not None:  # cli.run_main says "interrupted (Ctrl-C)" for a bare one
+        raise KeyboardInterrupt("" if stop.received == "SIGINT" else stop.received)
     finished = [r for r in rows if r["status"] == "finished"]
     png = pareto_png(finished, y=frontier_axis(cfg.sweep.metric))
     if png is not None:
@@ -264,4 +338,4 @@ def run_sweep(cfg: RaysaeConfig) -> tuple[list[dict], RunDir]:
         analyzed = analyze(cfg, [run.sae(sae_id) for sae_id in picked], store=store)
     for row in rows:
         row["analyzed"] = any(a["sae_id"] == row["sae_id"] for a in analyzed)
-    return rows, run
+    return rows
