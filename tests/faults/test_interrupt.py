@@ -73,10 +73,9 @@ def interrupt_when(driver: subprocess.Popen, exists: Path, timeout: float = 300)
 def test_ctrl_c_of_a_sweep_exits_130_with_no_analysis(train_config, tmp_path, ray_local):
     cfg = train_config(
         "ctrlc",
-        "sweep.search_space={sae.k: {grid: [2, 4]}}",
+        "sweep.search_space={train.total_tokens: {grid: [4096, 16384]}}",  # t000 short, t001 long
         "sweep.max_concurrent_trials=1",
         "train.ce_contexts=0",
-        "train.total_tokens=16384",
     )
     config_file = write_config(cfg, tmp_path)
     run = Path(cfg.output_dir) / cfg.name
