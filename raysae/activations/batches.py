@@ -9,7 +9,7 @@ file order is reshuffled per epoch, so no further shuffle is needed here.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator
 
 import torch
 
@@ -18,7 +18,7 @@ from raysae.activations.generation import from_storage
 
 def iter_activation_batches(
     ds, batch_size: int, *, dtype: str = "float32", drop_last: bool = False, prefetch_blocks: int = 2
-) -> Iterator[torch.Tensor]:
+) -> Generator[torch.Tensor, None, None]:
     """`[batch_size, d_model]` tensors from a Ray Dataset or a Ray Train dataset shard
     (`DataIterator`) with an `acts` column; `prefetch_blocks` are read ahead.
     """

@@ -236,23 +236,32 @@ def _read_shard(batch: dict[str, np.ndarray]) -> pa.Table:
     import pyarrow.parquet as pq
 
     fs, path = filesystem.resolve(str(batch["path"][0]))
-    return pq.read_table(path, columns=list(batch["columns"][0]) or None, filesystem=fs)
+    table = pq.read_table(path, columns=list(batch["columns"][0]) or None, filesystem=fs)
+    return table.slice(int(batch["skip"][0]))
 
 
 def read_shards(
-    directory: filesystem.Location, shards: list[dict[str, Any]], *, columns: list[str] | None = None
+    directory: filesystem.Location,
+    shards: list[dict[str, Any]],
+    *,
+    columns: list[str] | None = None,
+    skip_rows: int = 0,
 ):
     """A Ray Dataset reading exactly these shards (manifest entries) in this order, one block each.
 
     The one way raysae reads a cache. A shard may appear more than once (several
-    epochs in one stream) and the order is kept, so a training stream can restart
-    at any shard. Verify the cache first (`verify_cache`).
+    epochs in one stream) and the order is kept; without the first shard's first
+    `skip_rows` rows, so a training stream can restart at any row.
+    Verify the cache first (`verify_cache`).
     """
     import ray
 
     if not shards:
         raise CacheError(f"{directory}: no cache shards to read")
-    items = [{"path": p, "columns": columns or []} for p in shard_paths(directory, shards)]
+    items = [
+        {"path": p, "columns": columns or [], "skip": skip_rows if i == 0 else 0}
+        for i, p in enumerate(shard_paths(directory, shards))
+    ]
     ds = ray.data.from_items(items, override_num_blocks=len(items))
     ds.context.execution_options.preserve_order = True
     # Ray types `fn` as taking any batch format; with batch_format="numpy" it gets a dict of arrays.

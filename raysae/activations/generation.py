@@ -104,11 +104,12 @@ def token_rows(acts: np.ndarray, skip_first: bool) -> np.ndarray:
     return acts.reshape(-1, acts.shape[-1])
 
 
-def live_dataset(cfg: RaysaeConfig, contexts: range | None = None):
+def live_dataset(cfg: RaysaeConfig, contexts: range | None = None, *, skip_rows: int = 0):
     """Training rows (`acts` [d_model]) generated on the fly, never touching disk.
 
     By default the contexts of the training budget (`activations.n_tokens` rows);
-    `contexts` picks other ones by index in the packed corpus.
+    `contexts` picks other ones by index in the packed corpus, without the first
+    context's first `skip_rows` rows (a stream resumed inside a context).
     """
     whole_budget = contexts is None
     if contexts is None:
@@ -116,7 +117,13 @@ def live_dataset(cfg: RaysaeConfig, contexts: range | None = None):
     tokens = pack_contexts(cfg.data, tokenizer_for(cfg), contexts.stop)[contexts.start :]
     skip = rows_per_context(cfg.data) < cfg.data.context_size
     ds = generation_dataset(cfg, tokens, contexts.start, [cfg.model.hook_point])
-    ds = ds.map_batches(
-        lambda b: {"acts": token_rows(np.asarray(b["acts_0"]), skip)}, batch_size=None, batch_format="numpy"
-    )
+    first = contexts.start
+
+    def rows(b) -> dict[str, np.ndarray]:  # a numpy batch (batch_format="numpy")
+        acts = token_rows(np.asarray(b["acts_0"]), skip)
+        if skip_rows and len(b["context_id"]) and int(b["context_id"][0]) == first:
+            acts = acts[skip_rows:]  # the block that opens the stream: its first context, cut
+        return {"acts": acts}
+
+    ds = ds.map_batches(rows, batch_size=None, batch_format="numpy")
     return ds.limit(cfg.activations.n_tokens) if whole_budget else ds

@@ -1,11 +1,11 @@
-"""What a training run reads: a training stream that restarts where the last
-checkpoint left off, held-out rows for evaluation, and contexts for CE-loss recovered.
+"""What a training run reads: a training stream that starts at any token position, held-out
+rows for evaluation, and contexts for CE-loss recovered.
 
-Ray Train calls `TrainingStream` each time it (re)starts the worker group, so a
-run restarted after a failure, or rerun by the user, reads on from the latest
-checkpoint's position instead of from the beginning. Cache shards are read in a
-seeded order per epoch; a stream restarts at the shard holding that position
-(so at most one shard is read twice). The cache's last shards are held out.
+A resumed run reads on from exactly the token count of the checkpoint it restored
+(`training_rows(cfg, tokens)`, built by the workers after restoring), so it trains on
+the same rows as an uninterrupted run. Cache shards are read in a seeded order per
+epoch; a stream that starts inside a shard skips that shard's first rows. The cache's
+last shards are held out.
 """
 
 from __future__ import annotations
@@ -28,7 +28,10 @@ POSITION_FILE = "position.json"
 
 
 def read_position(state_dir: filesystem.Location) -> int:
-    """Training tokens covered by the latest checkpoint of the run (0 before the first)."""
+    """Training tokens of the latest committed checkpoint of the run (0 before the first).
+
+    A record for people and tools watching a run (it lags the checkpoints); the stream
+    never reads it: it starts at the restored checkpoint's own count."""
     path = filesystem.join(state_dir, POSITION_FILE)
     return int(json.loads(filesystem.read_bytes(path))["tokens"]) if filesystem.exists(path) else 0
 
@@ -52,9 +55,10 @@ class CacheSplit:
     held_out: list[dict]
     """The last shards, covering at least `train.eval_tokens` rows."""
 
-    def dataset(self, shards: list[dict]):
-        """`acts` rows of these shards (manifest entries), read in this order."""
-        return read_shards(self.directory, shards, columns=["acts"])
+    def dataset(self, shards: list[dict], *, skip_rows: int = 0):
+        """`acts` rows of these shards (manifest entries), read in this order, without the
+        first shard's first `skip_rows` rows."""
+        return read_shards(self.directory, shards, columns=["acts"], skip_rows=skip_rows)
 
 
 def split_cache(cfg: RaysaeConfig, *, checksums: bool = True) -> CacheSplit:
@@ -81,44 +85,33 @@ def split_cache(cfg: RaysaeConfig, *, checksums: bool = True) -> CacheSplit:
     return CacheSplit(directory, manifest["d_model"], shards[:-held], shards[-held:])
 
 
-class TrainingStream:
-    """The training dataset of one run, from its latest checkpoint's position (`training_rows`).
-
-    A picklable factory: Ray Train calls it in its controller at every start.
-    """
-
-    def __init__(self, cfg: RaysaeConfig, state_dir: filesystem.Location):
-        self.cfg = cfg
-        self.state_dir = str(state_dir)
-
-    def __call__(self):
-        return training_rows(self.cfg, read_position(self.state_dir))
-
-
 def training_rows(cfg: RaysaeConfig, position: int = 0):
-    """The training stream (`acts` rows) from training token `position` on: live contexts, or the
-    cache's training shards in a seeded order per epoch, restarted at the shard holding `position`."""
+    """The training stream (`acts` rows) from exactly training token `position` on: live
+    contexts, or the cache's training shards in a seeded order per epoch."""
     if cfg.activations.source == "live":
         per_context = rows_per_context(cfg.data)
-        first = position // per_context
+        first, skip_rows = divmod(position, per_context)
         if position:
-            log.info("live stream resumes at context %d (token %d)", first, first * per_context)
-        return live_dataset(cfg, range(first, math.ceil(stream_rows(cfg) / per_context)))
+            log.info("live stream resumes at token %d: context %d, row %d of it", position, first, skip_rows)
+        contexts = range(first, math.ceil(stream_rows(cfg) / per_context))
+        return live_dataset(cfg, contexts, skip_rows=skip_rows)
     split = split_cache(cfg, checksums=False)  # the driver verified the checksums
     sequence = shard_sequence(split.train, cfg.activations.seed, stream_rows(cfg))
     start = skip = 0
     while skip < len(sequence) and start + sequence[skip]["rows"] <= position:
         start += sequence[skip]["rows"]
         skip += 1
+    if skip == len(sequence):
+        raise ValueError(f"token {position} is past the end of the training stream ({start} rows)")
     if position:
         log.info(
-            "cache stream resumes at token %d (checkpoint at %d), shard %d of %d",
-            start,
+            "cache stream resumes at token %d: shard %d of %d, row %d of it",
             position,
             skip,
             len(sequence),
+            position - start,
         )
-    return split.dataset(sequence[skip:])
+    return split.dataset(sequence[skip:], skip_rows=position - start)
 
 
 def held_out_dataset(cfg: RaysaeConfig):

@@ -2,9 +2,10 @@
 
 `run_training` is what `python -m raysae.train` and each sweep trial call. Ray
 Train keeps its checkpoints under `<storage>/<trial>/`; our own small files
-(stream position, MLflow run ids, the fingerprint of the config) sit in
-`<storage>/<trial>/raysae/`. Calling it again with the same storage and trial
-resumes from the latest checkpoint, after checking the config still matches.
+(the latest committed checkpoint's tokens, MLflow run ids, the fingerprint of the
+config) sit in `<storage>/<trial>/raysae/`. Calling it again with the same storage
+and trial resumes from the latest checkpoint, after checking the config still
+matches; the workers build the training stream from that checkpoint's token count.
 """
 
 from __future__ import annotations
@@ -15,13 +16,14 @@ from typing import Any
 
 from raysae import filesystem
 from raysae.activations.cache import key_inputs
-from raysae.activations.streams import TrainingStream, held_out_dataset, split_cache
+from raysae.activations.streams import held_out_dataset, split_cache
 from raysae.config import OPERATIONAL, RaysaeConfig, TrainConfig, check_population
 from raysae.errors import ConfigError
 from raysae.models import width_problems
 from raysae.ray_runtime import keep_working_directory
 from raysae.raytrain.worker import CONFIG_ERROR_FILE, TrainJob, train_loop_per_worker
 from raysae.run_dir import resume_record
+from raysae.tracking import RUNS_FILE
 
 STATE_DIR = "raysae"
 """Our files beside Ray Train's checkpoints of a trial: `<storage>/<trial>/raysae/`."""
@@ -47,8 +49,28 @@ def fingerprint(members: Sequence[RaysaeConfig]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def has_checkpoint(trial_dir: filesystem.Location) -> bool:
+    """Whether Ray Train wrote a checkpoint of this trial (a `checkpoint_*` folder): one it
+    has not registered yet counts too, so a rerun never resumes one made with other settings."""
+    import pyarrow.fs as pafs
+
+    fs, path = filesystem.resolve(trial_dir)
+    infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
+    return any(i.type == pafs.FileType.Directory and i.base_name.startswith("checkpoint_") for i in infos)
+
+
 def _check_resume(state_dir: str, members: Sequence[RaysaeConfig]) -> None:
-    _, changed = resume_record(filesystem.join(state_dir, FINGERPRINT_FILE), fingerprint(members))
+    """Record what the training depends on, or refuse a rerun that changed it (called once the
+    inputs are valid). A record with no checkpoint beside it (a run stopped, or refused in the
+    workers, before its first checkpoint) never blocks: there is nothing to resume, so this
+    run starts afresh, with new MLflow runs that log its own settings."""
+    record, fresh = filesystem.join(state_dir, FINGERPRINT_FILE), fingerprint(members)
+    _, changed = resume_record(record, fresh)
+    if changed and not has_checkpoint(filesystem.parent(state_dir)):
+        filesystem.delete_file(filesystem.join(state_dir, RUNS_FILE))
+        filesystem.delete_file(record)
+        resume_record(record, fresh)
+        return
     if changed:
         raise ConfigError(
             [
@@ -97,13 +119,13 @@ def run_training(
         )
     storage_path = filesystem.absolute(storage)
     state_dir = filesystem.join(storage_path, trial, STATE_DIR)
-    _check_resume(state_dir, members)
     d_in = None
     if base.activations.source == "cache":
         d_in = split_cache(base).d_model  # verifies the cache
         problems = [p for m in members for p in width_problems(m.sae, d_in)]
         if problems:
             raise ConfigError(problems)
+    _check_resume(state_dir, members)
     keep_working_directory()
     resources = {"CPU": w.cpus, **({"GPU": 1} if w.gpu else {}), **w.resources}
     trainer = TorchTrainer(
@@ -119,9 +141,10 @@ def run_training(
             failure_config=FailureConfig(max_failures=t.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=t.checkpoints_to_keep),
         ),
-        datasets={"train": TrainingStream(base, state_dir), "eval": held_out_dataset(base)},
+        # The training stream is not here: the workers build it from the checkpoint they restore.
+        datasets={"eval": held_out_dataset(base)},
         dataset_config=DataConfig(
-            datasets_to_split=["train"], execution_options=ExecutionOptions(preserve_order=True)
+            datasets_to_split=[], execution_options=ExecutionOptions(preserve_order=True)
         ),
     )
     config_error = filesystem.join(state_dir, CONFIG_ERROR_FILE)

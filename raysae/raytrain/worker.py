@@ -1,11 +1,15 @@
 """The Ray Train worker loop: one population of SAEs, data parallel over the workers.
 
-Every worker reads its shard of the training stream, splits the global batch
+Every worker reads its share of the training stream, splits the global batch
 (`train.batch_size / train.workers.num` rows each) and steps every SAE through the
 shared `SAETrainer`; `DistributedDataParallel` averages the gradients. Rank 0
 logs to MLflow, writes checkpoints (all SAE and optimiser state, schedules,
-dead-latent counters, stream position, RNG) through `ray.train.report`, and at
-the end evaluates and saves each SAE in the SAELens format.
+dead-latent counters, tokens seen, RNG) through `ray.train.report`, and at the end
+evaluates and saves each SAE in the SAELens format.
+
+The stream is built here, after the checkpoint is restored, from its token count:
+the position travels in the same checkpoint as the weights, so a resumed run reads
+exactly the rows an uninterrupted one would have read next.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import logging
 import pickle
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +30,7 @@ import torch.distributed as dist
 
 from raysae import filesystem
 from raysae.activations import iter_activation_batches, load_model
-from raysae.activations.streams import evaluation_contexts, write_position
+from raysae.activations.streams import evaluation_contexts, training_rows, write_position
 from raysae.config import RaysaeConfig
 from raysae.errors import ConfigError
 from raysae.metrics import ce_loss_recovered, evaluate
@@ -76,6 +80,22 @@ def _gather_rows(rows: torch.Tensor) -> torch.Tensor:
     return torch.cat(parts)
 
 
+def _training_stream(cfg: RaysaeConfig, tokens: int, rank: int, world: int, device: torch.device):
+    """This worker's share of the training stream from training token `tokens` on.
+
+    Rank 0 builds the stream and, under data parallelism, splits it (`streaming_split`,
+    equal shares, as Ray Train would) and hands every worker its split; rank 0's own
+    split keeps the splits' coordinator actor alive, as rank 0 reads until the end.
+    """
+    if world == 1:
+        return training_rows(cfg, tokens)
+    splits = [training_rows(cfg, tokens).streaming_split(world, equal=True)] if rank == 0 else [None]
+    # NCCL carries objects on the GPU; gloo on the CPU.
+    dist.broadcast_object_list(splits, src=0, device=device if device.type == "cuda" else None)
+    assert splits[0] is not None
+    return splits[0][rank]
+
+
 def _restore() -> dict | None:
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:
@@ -123,19 +143,19 @@ def train_loop_per_worker(config: dict) -> None:
     torch.manual_seed(t.seed)
 
     restored = _restore()
-    batches = iter(
-        iter_activation_batches(
-            ray.train.get_dataset_shard("train"),
-            t.batch_size // world,
-            dtype=base.activations.dtype,
-            drop_last=True,
-        )
+    # Tokens seen = rows of the stream consumed: a batch read ahead (for initialisation) but not
+    # yet stepped when the checkpoint was taken is read again, as the uninterrupted run steps it.
+    start = restored["stream_tokens"] if restored else 0
+    stream = _training_stream(base, start, rank, world, device)
+    reader = iter_activation_batches(
+        stream, t.batch_size // world, dtype=base.activations.dtype, drop_last=True
     )
+    batches: Iterator[torch.Tensor] = reader
     d_in = restored["d_in"] if restored else job.d_in
     if d_in is None:
-        first = next(batches)
+        first = next(reader)
         d_in = first.shape[1]
-        batches = itertools.chain([first], batches)
+        batches = itertools.chain([first], reader)
     try:
         saes = [build_sae(m.sae, d_in).to(device) for m in job.members]
     except ConfigError as exc:
@@ -143,6 +163,7 @@ def train_loop_per_worker(config: dict) -> None:
         # which Ray Train would retry (FailureConfig) to the same end.
         if rank == 0:
             filesystem.write_bytes(filesystem.join(job.state_dir, CONFIG_ERROR_FILE), pickle.dumps(exc))
+        reader.close()  # stops the stream's reads (a live stream's model forwards) now
         return
     population = Population(
         [
@@ -153,6 +174,7 @@ def train_loop_per_worker(config: dict) -> None:
     seconds_before = 0.0
     if restored:
         population.load_state_dict(restored["members"])
+        assert population.tokens_seen == start, (population.tokens_seen, start)
         torch.set_rng_state(restored["rng"])
         seconds_before = restored["seconds"]
         if rank == 0:
@@ -177,13 +199,14 @@ def train_loop_per_worker(config: dict) -> None:
         return {
             "d_in": d_in,
             "members": population.state_dict(),
+            "stream_tokens": population.tokens_seen,
             "rng": torch.get_rng_state(),
             "seconds": seconds(),
         }
 
     def record_position() -> None:
-        # The stream restarts where the latest *registered* checkpoint is: Ray Train registers
-        # a report asynchronously, and a position ahead of the checkpoint restored would skip data.
+        # For people and tools watching the run (the stream starts from the restored checkpoint
+        # itself): the latest *registered* checkpoint, as Ray Train registers reports asynchronously.
         reported = ray.train.get_all_reported_checkpoints(
             consistency_mode=ray.train.CheckpointConsistencyMode.COMMITTED
         )

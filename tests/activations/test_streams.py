@@ -1,16 +1,10 @@
-"""The training stream: seeded epochs of cache shards, restart at a checkpoint's position, held-out shards."""
+"""The training stream: seeded epochs of cache shards, a start at any token, held-out shards."""
 
 import numpy as np
 import pytest
 
 from raysae.activations.cache import shard_sequence
-from raysae.activations.streams import (
-    TrainingStream,
-    held_out_dataset,
-    split_cache,
-    stream_rows,
-    write_position,
-)
+from raysae.activations.streams import held_out_dataset, split_cache, stream_rows, training_rows
 from raysae.config import ConfigError
 
 
@@ -35,19 +29,30 @@ def test_the_last_shards_are_held_out(train_config):
         split_cache(train_config("split", "train.eval_tokens=20000"))
 
 
-def test_the_stream_restarts_at_the_shard_holding_the_checkpoint(train_config, tmp_path):
+def rows_of(ds):
+    return np.concatenate([b["acts"] for b in ds.iter_batches(batch_size=None, batch_format="numpy")])
+
+
+def test_the_stream_starts_at_exactly_the_token_asked_for(train_config):
     cfg = train_config("stream")
-    stream = TrainingStream(cfg, tmp_path)
-    full = np.concatenate([b["acts"] for b in stream().iter_batches(batch_size=None, batch_format="numpy")])
+    full = rows_of(training_rows(cfg))
     assert len(full) >= stream_rows(cfg)
     rows = [s["rows"] for s in shard_sequence(split_cache(cfg).train, cfg.activations.seed, stream_rows(cfg))]
     starts = np.cumsum([0, *rows])
-    write_position(tmp_path, int(starts[2]) + 10)  # inside the third shard
-    resumed = np.concatenate(
-        [b["acts"] for b in stream().iter_batches(batch_size=None, batch_format="numpy")]
-    )
-    assert np.array_equal(resumed, full[starts[2] :])
-    held = np.concatenate([b["acts"] for b in held_out_dataset(cfg).iter_batches(batch_format="numpy")])
+    for position in (int(starts[2]) + 10, int(starts[3]), 2304):  # inside a shard, on a boundary
+        assert np.array_equal(rows_of(training_rows(cfg, position)), full[position:]), position
+    with pytest.raises(ValueError, match="past the end of the training stream"):
+        training_rows(cfg, int(starts[-1]))
+    held = rows_of(held_out_dataset(cfg))
     assert held.shape == (sum(s["rows"] for s in split_cache(cfg).held_out), 32) and not any(
         np.array_equal(held[:1], full[i : i + 1]) for i in range(len(full))
     )
+
+
+def test_the_live_stream_starts_inside_a_context(tiny_config, ray_local):
+    cfg = tiny_config("activations.source=live", "train.total_tokens=600", "train.batch_size=50")
+    full = rows_of(training_rows(cfg))
+    per_context = 15  # 16 tokens, BOS excluded
+    assert len(full) >= stream_rows(cfg)
+    for position in (0, 3 * per_context, 4 * per_context + 7, 250):
+        assert np.array_equal(rows_of(training_rows(cfg, position)), full[position:]), position
