@@ -24,6 +24,7 @@ from pathlib import Path
 from raysae.activations.build import complete_cache, hook_points
 from raysae.activations.cache import cache_dir, key_inputs
 from raysae.activations.language_model import check_hook_points, load_model, tokenizer_for
+from raysae.activations.streams import split_cache
 from raysae.config import RaysaeConfig, redact
 from raysae.config.resolve import store_uri, tracking_credentials, tracking_uri
 from raysae.errors import ConfigError
@@ -114,6 +115,7 @@ def check_caches(cfg: RaysaeConfig) -> tuple[int | None, bool]:
                 build = True
             elif layout == "tokens" and hook == cfg.model.hook_point:
                 width = int(manifest["d_model"])
+                split_cache(cfg)  # the held-out shards are finite (activations.finite), or one is named
     return width, build
 
 

@@ -3,8 +3,15 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+
+def _number(value: Any) -> bool:
+    """A finite number: a NaN or infinite metric never ranks (NaN compares false with everything,
+    so `min` would pick it or skip it by where it stands)."""
+    return isinstance(value, (int, float)) and math.isfinite(value)
 
 
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
@@ -26,14 +33,15 @@ def frontier_axis(metric: str) -> str:
 
 def pareto_rows(rows: Sequence[Mapping[str, Any]], y: str) -> tuple[list[Mapping[str, Any]], list[int]]:
     """(the rows with numbers for L0 and `y`, the indices among them on the L0/`y` frontier)."""
-    done = [r for r in rows if isinstance(r.get("l0"), (int, float)) and isinstance(r.get(y), (int, float))]
+    done = [r for r in rows if _number(r.get("l0")) and _number(r.get(y))]
     points = [(float(r["l0"]), float(r[y]) if y != "explained_variance" else -float(r[y])) for r in done]
     return done, pareto_front(points)
 
 
 def best_row(rows: Sequence[Mapping[str, Any]], metric: str, mode: str) -> Mapping[str, Any] | None:
-    """The row with the lowest (`mode` min) or highest `metric`; None when no row has it."""
-    ranked = [r for r in rows if metric in r]
+    """The row with the lowest (`mode` min) or highest `metric`; None when no row has it as a
+    finite number."""
+    ranked = [r for r in rows if _number(r.get(metric))]
     if not ranked:
         return None
     return (min if mode == "min" else max)(ranked, key=lambda r: r[metric])

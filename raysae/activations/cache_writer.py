@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 
 from raysae import filesystem
 from raysae.activations.cache import file_sha256, read_manifest, write_manifest
+from raysae.activations.finite import refuse_nonfinite
 from raysae.activations.generation import tensor_column, token_rows
 from raysae.errors import CacheError
 
@@ -91,6 +92,13 @@ class CacheBuilder:
         if ids[keep][0] != seen:
             raise CacheError(f"{self.dir}: expected context {seen} next, got {ids[keep][0]}")
         acts = np.asarray(batch[self.column])[keep]
+        # Before anything is buffered: the shards written so far stay, the manifest stays incomplete.
+        refuse_nonfinite(
+            acts,
+            self.manifest["dtype"],
+            ids[keep],
+            f"{self.manifest['model']} at {self.manifest['hook_point']}",
+        )
         self.manifest["d_model"] = int(acts.shape[-1])
         if self.layout == "tokens":
             rows = token_rows(acts, skip_first=self.manifest["rows_per_context"] < acts.shape[1])

@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from raysae.activations.finite import refuse_nonfinite
 from raysae.activations.language_model import check_hook_points, hook_activations, load_model, tokenizer_for
 from raysae.activations.tokens import contexts_for_tokens, pack_contexts, rows_per_context
 from raysae.config import ModelConfig, RaysaeConfig
@@ -60,6 +61,7 @@ class ActivationGenerator:
         self.device = next(self.model.parameters()).device
         self.hook_points = hook_points
         self.dtype = dtype
+        self.model_name = model["name"]
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         tokens = torch.tensor(np.asarray(batch["tokens"]), dtype=torch.long, device=self.device)
@@ -67,6 +69,10 @@ class ActivationGenerator:
         out = {"context_id": batch["context_id"], "tokens": batch["tokens"]}
         for i, hook in enumerate(self.hook_points):
             out[f"acts_{i}"] = to_storage(acts[hook], self.dtype)
+            # Checked after the cast: a value finite in the model can overflow the stored dtype.
+            refuse_nonfinite(
+                out[f"acts_{i}"], self.dtype, batch["context_id"], f"{self.model_name} at {hook}"
+            )
         return out
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from raysae import filesystem
 from raysae.activations.cache import cache_dir, read_shards, shard_sequence, verify_cache
+from raysae.activations.finite import check_finite_shards
 from raysae.activations.generation import live_dataset
 from raysae.activations.language_model import tokenizer_for
 from raysae.activations.tokens import contexts_for_tokens, pack_contexts, rows_per_context
@@ -82,6 +83,8 @@ def split_cache(cfg: RaysaeConfig, *, checksums: bool = True) -> CacheSplit:
                 )
             ]
         )
+    if checksums:  # the driver's check, once: name a held-out shard holding NaN or Inf
+        check_finite_shards(directory, shards[-held:], manifest["dtype"])
     return CacheSplit(directory, manifest["d_model"], shards[:-held], shards[-held:])
 
 

@@ -324,9 +324,13 @@ def _finish(
             extra_metrics=extra,
             record=record,
         )
-        sae_dir = RunDir.of(cfg).sae(sae_id)
+        error = row.get("error")  # a non-finite metric (training.finish): the SAE was not saved
         tracker.finish(
-            i, {k: v for k, v in row.items() if isinstance(v, (int, float))}, tokens, sae_dir=sae_dir
+            i,
+            {k: v for k, v in row.items() if isinstance(v, (int, float))},
+            tokens,
+            sae_dir=None if error else RunDir.of(cfg).sae(sae_id),
+            error=error,
         )
         rows.append(row)
     return rows

@@ -1,11 +1,18 @@
 """The end of training: evaluate a trained SAE on held-out activations and save it, with its
-metrics, in the run directory (`saes/<sae_id>/`, SAELens format)."""
+metrics, in the run directory (`saes/<sae_id>/`, SAELens format).
+
+An SAE whose quality metrics are not all finite is not saved: its row gets an `error`
+(so it is never marked finished, ranked or analysed) saying whether the held-out
+activations themselves hold NaN/Inf, and how to get a good result once they are fixed.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import math
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from raysae.checkpoint import save_sae
@@ -13,6 +20,52 @@ from raysae.config import RaysaeConfig
 from raysae.metrics import evaluate_with_frequency
 from raysae.models import SparseAutoencoder
 from raysae.run_dir import RunDir
+
+FINITE_METRICS = ("mse", "fvu", "explained_variance", "l0", "dead_fraction", "dense_fraction", "kl_sae")
+"""The metrics an SAE must have as finite numbers to count as trained. `ce_loss_recovered` is not
+among them: it is NaN by definition when splicing in zeros does not change the loss."""
+
+
+class NonFiniteRows:
+    """The held-out batches as evaluation reads them, counting the rows that hold NaN or Inf."""
+
+    def __init__(self, batches: Iterable[Tensor], max_tokens: int):
+        self.batches, self.max_tokens = batches, max_tokens
+        self.rows = self.bad_rows = 0
+
+    def __iter__(self) -> Iterator[Tensor]:
+        for batch in self.batches:
+            seen = batch[: max(self.max_tokens - self.rows, 0)]
+            self.rows += len(seen)
+            self.bad_rows += int((~torch.isfinite(seen)).reshape(len(seen), -1).any(dim=1).sum())
+            yield batch
+
+
+def nonfinite_problem(metrics: Mapping[str, Any], rows: NonFiniteRows, config: RaysaeConfig) -> str | None:
+    """Why an SAE with these metrics is not a result, or None when they are all finite."""
+    bad = [k for k in FINITE_METRICS if isinstance(metrics.get(k), float) and not math.isfinite(metrics[k])]
+    if not bad:
+        return None
+    values = ", ".join(f"{k}={metrics[k]}" for k in bad)
+    if rows.bad_rows:
+        source = (
+            f"the activation cache under {config.activations.cache_dir} (delete its "
+            f"{config.model.hook_point} tokens cache and rerun `python -m raysae.generate`, which refuses "
+            "to write non-finite rows)"
+            if config.activations.source == "cache"
+            else f"the live activations of {config.model.name} at {config.model.hook_point}"
+        )
+        cause = (
+            f"{rows.bad_rows} of {rows.rows} held-out activation rows hold NaN or Inf; fix {source}, "
+            "then rerun: the trained SAE is evaluated again from its final checkpoint (a sweep keeps "
+            "the trials it finished: delete the run's tune/ folder first)"
+        )
+    else:
+        cause = (
+            "the held-out activations are finite, so the SAE itself gives non-finite values; "
+            "to train it again, delete its folder under checkpoints/ in the run directory"
+        )
+    return f"non-finite {values} on the held-out activations, so the SAE was not saved: {cause}"
 
 
 def finish_sae(
@@ -28,20 +81,20 @@ def finish_sae(
 ) -> dict[str, Any]:
     """Evaluate a trained SAE on held-out batches, save it under the run directory,
     and return its `results.csv` row. `tokens` trained defaults to the budget.
+    A row with an `error` (a non-finite metric) is an SAE that was not saved.
     """
+    rows = NonFiniteRows(held_out, config.train.eval_tokens)
     metrics, frequency = evaluate_with_frequency(
-        sae, held_out, dense_threshold=config.train.dense_threshold, max_tokens=config.train.eval_tokens
+        sae, rows, dense_threshold=config.train.dense_threshold, max_tokens=config.train.eval_tokens
     )
     metrics.update(extra_metrics or {})
     tokens = config.train.total_tokens if tokens is None else tokens
+    row = {"sae_id": sae_id, "architecture": sae.architecture}
+    problem = nonfinite_problem(metrics, rows, config)
+    if problem is not None:
+        return {**row, "error": problem, "tokens": tokens, "seconds": round(seconds, 1)}
     full_record = {"metrics": metrics, "tokens": tokens, "seconds": seconds, **(record or {})}
     save_sae(
         sae, RunDir.of(config).sae(sae_id), config=config, feature_frequency=frequency, record=full_record
     )
-    return {
-        "sae_id": sae_id,
-        "architecture": sae.architecture,
-        **metrics,
-        "tokens": tokens,
-        "seconds": round(seconds, 1),
-    }
+    return {**row, **metrics, "tokens": tokens, "seconds": round(seconds, 1)}
