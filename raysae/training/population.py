@@ -37,6 +37,22 @@ class Member:
         return self.error is None and not self.trainer.done
 
 
+def nonfinite_hint(batch: Tensor) -> str:
+    """What to do about a member stopped by a non-finite loss: the error is kept in its
+    checkpoint, so a plain rerun reports it again."""
+    bad = int((~torch.isfinite(batch)).reshape(len(batch), -1).any(dim=1).sum())
+    cause = (
+        f"{bad} of this worker's {len(batch)} batch rows hold NaN or Inf activations (rebuild the cache: "
+        "delete it and rerun `python -m raysae.generate`); "
+        if bad
+        else ""
+    )
+    return (
+        f"{cause}its last good state is kept; to train it again once fixed, delete its trial's folder "
+        "under checkpoints/ in the run directory and rerun"
+    )
+
+
 class Population:
     """Members stepped on the same batches; `None` metrics for members no longer stepping."""
 
@@ -75,7 +91,7 @@ class Population:
             except NonFiniteLossError as exc:
                 if self.stop_on_nonfinite:
                     raise
-                m.error = f"non-finite loss: {exc}"
+                m.error = f"non-finite loss: {exc}; {nonfinite_hint(batch)}"
                 log.error("SAE %d of the population stopped, keeping its last good state: %s", i, exc)
                 out.append(None)
         return out

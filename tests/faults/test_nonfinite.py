@@ -174,3 +174,20 @@ def test_ranking_never_picks_a_non_finite_metric():
     assert sorted(done[i]["sae_id"] for i in front) == ["b", "d"]
     assert select_saes(rows, "best", "fvu", "min") == ["b"]
     assert sorted(select_saes(rows, "frontier", "fvu", "min")) == ["b", "d"]
+
+
+def test_a_nan_training_batch_stops_the_sae_naming_the_rows_and_how_to_retrain(planted):
+    from raysae.training import Member, Population, train_population
+    from tests.conftest import small_sae_config, small_train_config
+
+    population = Population(
+        [Member(build_sae(small_sae_config("topk"), 64), small_train_config(total_tokens=8_000))]
+    )
+    batches = list(planted.batches(1000, 8_000, seed=5))
+    batches[4][[7, 9]] = float("nan")
+    train_population(population, iter(batches), init_tokens=1000)
+    (member,) = population.members
+    assert member.trainer.tokens_seen == 4_000 and population.done
+    assert member.error.startswith("non-finite loss: ")
+    assert "2 of this worker's 1000 batch rows hold NaN or Inf activations" in member.error
+    assert "delete its trial's folder under checkpoints/" in member.error
