@@ -54,5 +54,5 @@ def test_the_live_stream_starts_inside_a_context(tiny_config, ray_local):
     full = rows_of(training_rows(cfg))
     per_context = 15  # 16 tokens, BOS excluded
     assert len(full) >= stream_rows(cfg)
-    for position in (0, 3 * per_context, 4 * per_context + 7, 250):
-        assert np.array_equal(rows_of(training_rows(cfg, position)), full[position:]), position
+    position = 4 * per_context + 7  # inside the fifth context (each live stream costs a model actor)
+    assert np.array_equal(rows_of(training_rows(cfg, position)), full[position:])
