@@ -59,6 +59,10 @@ def mlflow_server(tmp_path_factory):
             assert server.poll() is None, (root / "server.log").read_text()
             try:
                 urllib.request.urlopen(f"{url}/health", timeout=2).close()
+                # Its first API call sets up the database; made here, so that the command's
+                # bounded up-front check (raysae.preflight) meets a warm server.
+                search = f"{url}/api/2.0/mlflow/experiments/search?max_results=1"
+                urllib.request.urlopen(search, timeout=60).close()
                 break
             except OSError:
                 assert time.monotonic() < deadline, "the MLflow server did not start within 90 s"
@@ -67,7 +71,7 @@ def mlflow_server(tmp_path_factory):
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         try:
-            server.wait(timeout=20)
+            server.wait(timeout=5)
         except subprocess.TimeoutExpired:
             os.killpg(server.pid, signal.SIGKILL)
             server.wait()
