@@ -12,9 +12,11 @@ Routes (SAE ids contain slashes, e.g. `quickstart-sweep/t001`):
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import random
+from typing import Any
 
 from flask import Flask, abort, redirect, render_template, request, send_file, url_for
 from pymongo import errors as mongo_errors
@@ -172,4 +174,20 @@ def create_app(store: Store, *, title: str = "raysae feature browser", seed: int
             message += f" {failed}"
         return render_template("error.html", code=503, name="Store unavailable", message=message), 503
 
+    def retry_after_revive(view: Any) -> Any:
+        # A server that died and was restarted leaves pymongo's pooled connections to it dead:
+        # the first read on one fails. The page is read again once, on a fresh connection.
+        @functools.wraps(view)
+        def read_again(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return view(*args, **kwargs)
+            except mongo_errors.ConnectionFailure:
+                store.revive(grace_s=1.0)
+                return view(*args, **kwargs)
+
+        return read_again
+
+    for endpoint, view in list(app.view_functions.items()):
+        if endpoint != "static":
+            app.view_functions[endpoint] = retry_after_revive(view)
     return app

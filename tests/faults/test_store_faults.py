@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -120,8 +121,14 @@ def test_a_failed_reanalysis_leaves_the_previous_one_readable(sae_run, killed_un
             os.kill(os.getpid(), signal.SIGINT)
             time.sleep(5)  # the KeyboardInterrupt is raised here
 
-    with pytest.raises(KeyboardInterrupt):
-        analyze(cfg, [sae_dir], on_batch=interrupt)
+    # Ctrl-C as a command sees it: Python's own SIGINT handler (an earlier test in this process
+    # may have run Ray Train's fit() in the main thread, which leaves its SIGINT handler installed).
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            analyze(cfg, [sae_dir], on_batch=interrupt)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     after, shown_after, docs = read_back(cfg, folder)
     assert after == before  # the SAE document still names the complete analysis, finished
     assert shown_after == shown_before and len(shown_after) == D_SAE
@@ -168,7 +175,10 @@ def test_the_browser_recovers_when_its_store_dies(browsed_run):
         first.send_signal(signal.SIGKILL)
         assert not wait_gone([first.pid], 10)  # a zombie until the browser reaps it
         started = time.monotonic()
-        page = urllib.request.urlopen(f"{url}/sae/browse/t001/feature/3", timeout=30).read().decode()
+        try:
+            page = urllib.request.urlopen(f"{url}/sae/browse/t001/feature/3", timeout=30).read().decode()
+        except urllib.error.HTTPError as exc:
+            pytest.fail(f"the page after the store died: {exc.code} {exc.read().decode()[-1500:]}")
         print(f"\nbrowser's store SIGKILLed: the next page answered in {time.monotonic() - started:.2f} s")
         assert 'id="feature-index">3<' in page
         (second,) = store_servers(folder)
