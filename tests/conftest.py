@@ -2,6 +2,9 @@
 
 import os
 import random
+import re
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -52,6 +55,42 @@ def tokenizer_dir(tmp_path_factory, corpus_dir):
     out = tmp_path_factory.mktemp("tokenizer")
     wrapped.save_pretrained(out)
     return out
+
+
+def command_on_test_ray(module: str, config_file, ray_local, **popen_kwargs) -> subprocess.Popen:
+    """`python -m <module> CONFIG` as a subprocess joined to the test run's Ray (`ray_local`), in a
+    session of its own, so that a signal sent to it never reaches the test's process group."""
+    env = {**os.environ, "RAY_ADDRESS": ray_local.get_runtime_context().gcs_address}
+    return subprocess.Popen(
+        [sys.executable, "-m", module, str(config_file)], env=env, start_new_session=True, **popen_kwargs
+    )
+
+
+def start_browser(folder, database: str) -> tuple[subprocess.Popen, str]:
+    """`python -m raysae.dashboard --store FOLDER` on a free port; (the process, its URL)."""
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "raysae.dashboard",
+            "--store",
+            str(folder),
+            "--port",
+            "0",
+            "--database",
+            database,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    found = re.search(r"(http://127\.0\.0\.1:\d+)", line)
+    if not found:
+        proc.kill()
+        pytest.fail(f"the browser did not start: {line}{proc.stdout.read()}")
+    return proc, found.group(1)
 
 
 @pytest.fixture(scope="session")

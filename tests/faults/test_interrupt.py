@@ -8,13 +8,13 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from raysae.run_dir import write_config
+from tests.conftest import command_on_test_ray
 
 RESUMES = "rerunning the same command resumes"
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -37,16 +37,15 @@ def assert_interrupted(err: str) -> None:
 
 
 def start(module: str, config_file: Path, ray_local) -> subprocess.Popen:
-    """The command as a subprocess on the test run's Ray, its output going to files beside the
-    config (a pipe nobody reads while it runs would fill up and block it)."""
-    env = {**os.environ, "RAY_ADDRESS": ray_local.get_runtime_context().gcs_address}
+    """The command on the test run's Ray, its output going to files beside the config (a pipe
+    nobody reads while it runs would fill up and block it)."""
     logs = Path(config_file).parent
-    return subprocess.Popen(
-        [sys.executable, "-m", module, str(config_file)],
-        env=env,
+    return command_on_test_ray(
+        module,
+        config_file,
+        ray_local,
         stdout=(logs / "stdout.txt").open("w"),
         stderr=(logs / "stderr.txt").open("w"),
-        start_new_session=True,  # so that the test's own process group gets no signal
     )
 
 

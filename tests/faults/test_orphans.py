@@ -25,6 +25,7 @@ from raysae import build_sae
 from raysae.checkpoint import save_sae
 from raysae.run_dir import RunDir, write_config
 from raysae.store import EmbeddedServer, Store
+from tests.conftest import start_browser
 
 pytestmark = pytest.mark.skipif(
     bool(os.environ.get("MONGODB_URI")), reason="the embedded store server is one of the processes checked"
@@ -54,31 +55,6 @@ def left_behind(recorded: list[psutil.Process], marker: str, timeout_s: float = 
         if not alive or time.monotonic() > deadline:
             return [f"{p.pid} {' '.join(p.cmdline())[:160]}" for p in alive if p.is_running()]
         time.sleep(0.25)
-
-
-def start_browser(folder: Path, database: str) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "raysae.dashboard",
-            "--store",
-            str(folder),
-            "--port",
-            "0",
-            "--database",
-            database,
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    line = proc.stdout.readline()
-    found = re.search(r"(http://127\.0\.0\.1:\d+)", line)
-    if not found:
-        proc.kill()
-        pytest.fail(f"the browser did not start: {line}{proc.stdout.read()}")
-    return proc, found.group(1)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGKILL], ids=lambda s: s.name)

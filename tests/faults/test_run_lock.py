@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from raysae.cli import run_main
 from raysae.run_dir import LOCK, RunDir, RunDirBusy, hold_run_dir, write_config
 from raysae.sweep.__main__ import main as sweep_main
 from raysae.train import main as train_main
+from tests.conftest import command_on_test_ray
 
 
 def wait_for_holder(lock: Path, proc: subprocess.Popen, timeout: float = 120) -> dict:
@@ -39,13 +39,8 @@ def test_a_second_sweep_on_a_held_run_directory_refuses_naming_the_holder(
     )
     config_file = write_config(cfg, tmp_path)
     run = Path(cfg.output_dir) / cfg.name
-    env = {**os.environ, "RAY_ADDRESS": ray_local.get_runtime_context().gcs_address}
-    first = subprocess.Popen(
-        [sys.executable, "-m", "raysae.sweep", str(config_file)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
+    first = command_on_test_ray(
+        "raysae.sweep", config_file, ray_local, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
         holder = wait_for_holder(run / LOCK, first)

@@ -2,7 +2,6 @@
 browser, a re-analysis that fails half-way, a folder another server holds, a start that fails."""
 
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -22,6 +21,7 @@ from raysae.dashboard import queries
 from raysae.run_dir import RunDir
 from raysae.store import EmbeddedServer, Store, StoreError
 from raysae.store.embedded import free_port, server_executable
+from tests.conftest import start_browser
 
 pytestmark = pytest.mark.skipif(
     bool(os.environ.get("MONGODB_URI")), reason="these faults are the embedded server's"
@@ -139,31 +139,6 @@ def test_a_failed_reanalysis_leaves_the_previous_one_readable(sae_run, killed_un
     assert final["analysis"]["generation"] not in (None, before["analysis"]["generation"])
     assert sorted(d["index"] for d in docs) == list(range(D_SAE))
     assert [d["index"] for d in shown] == list(range(D_SAE))
-
-
-def start_browser(folder: Path, database: str) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "raysae.dashboard",
-            "--store",
-            str(folder),
-            "--port",
-            "0",
-            "--database",
-            database,
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    line = proc.stdout.readline()
-    found = re.search(r"(http://127\.0\.0\.1:\d+)", line)
-    if not found:
-        proc.kill()
-        pytest.fail(f"the browser did not start: {line}{proc.stdout.read()}")
-    return proc, found.group(1)
 
 
 def test_the_browser_recovers_when_its_store_dies(browsed_run):

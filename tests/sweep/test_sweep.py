@@ -9,6 +9,7 @@ import pytest
 from raysae.activations.cache import cache_dir, read_manifest
 from raysae.run_dir import write_config
 from raysae.sweep.__main__ import main as sweep_main
+from tests.conftest import command_on_test_ray
 
 SPACE = "{sae.architecture: {grid: [topk, jumprelu]}, train.lr: {grid: [0.003, 0.001]}}"
 
@@ -101,7 +102,6 @@ def test_an_interrupted_sweep_finishes_only_the_missing_trials(train_config, tmp
     import os
     import signal
     import subprocess
-    import sys
     import time
 
     cfg = train_config(
@@ -114,13 +114,8 @@ def test_an_interrupted_sweep_finishes_only_the_missing_trials(train_config, tmp
     out = Path(cfg.output_dir) / "resumed"
     first = out / "saes" / "resumed" / "t000" / "raysae.json"
     second_started = out / "checkpoints" / "t001" / "raysae" / "position.json"  # its first checkpoint
-    env = {**os.environ, "RAY_ADDRESS": ray_local.get_runtime_context().gcs_address}
-    driver = subprocess.Popen(
-        [sys.executable, "-m", "raysae.sweep", str(config_file)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
+    driver = command_on_test_ray(
+        "raysae.sweep", config_file, ray_local, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
         deadline = time.time() + 300
