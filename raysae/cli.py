@@ -135,6 +135,13 @@ def handle_termination_signals() -> None:
         signal.signal(sig, _interrupt)
 
 
+def _say(line: str) -> None:
+    # One write with its newline: print() writes the text and the newline separately, and Ray's
+    # log thread (workers' output forwarded to this stderr) can land between the two.
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
 def run_main(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> None:
     """Run a command; bad input exits 2 with a one-paragraph message, not a traceback;
     Ctrl-C, SIGTERM and SIGHUP stop it cleanly with exit 130."""
@@ -144,12 +151,12 @@ def run_main(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[
         code = main(argv)
     except KeyboardInterrupt as exc:
         how = str(exc) or "Ctrl-C"
-        print(f"interrupted ({how}); rerunning the same command resumes", file=sys.stderr)
+        _say(f"interrupted ({how}); rerunning the same command resumes")
         sys.exit(INTERRUPTED_EXIT_CODE)
     except Exception as exc:
         bad_input = user_error(exc)
         if bad_input is None:
             raise
-        print(f"error: {bad_input}", file=sys.stderr)
+        _say(f"error: {bad_input}")
         sys.exit(2)
     sys.exit(code or 0)
