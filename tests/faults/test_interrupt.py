@@ -22,8 +22,10 @@ ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 def driver_lines(err: str) -> list[str]:
     """The driver's stderr lines, colour codes gone; Ray's progress bars share the stream, so a
-    line may start with a bar that ended in a carriage return."""
-    return [ANSI.sub("", line).split("\r")[-1].strip() for line in err.splitlines() if line.strip()]
+    line may start with a bar that ended in a carriage return, and a bar's redraw leaves lines
+    that hold only cursor movements (empty once the codes are gone)."""
+    cleaned = (ANSI.sub("", line).split("\r")[-1].strip() for line in err.splitlines())
+    return [line for line in cleaned if line]
 
 
 def assert_interrupted(err: str) -> None:
