@@ -95,7 +95,7 @@ class PeakRSS:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default="sweeps/quickstart.yaml")
+    p.add_argument("--config", default="raysae/configs/quickstart.yaml")
     p.add_argument("--contexts", type=int, default=96)
     p.add_argument("--cache-shards", type=int, default=8, help="shards in the cache written and read")
     args = p.parse_args()

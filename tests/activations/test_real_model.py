@@ -30,7 +30,7 @@ def test_smollm2_activations_are_sane(assets, tmp_path):
             sys.executable,
             "-m",
             "raysae.generate",
-            "sweeps/quickstart.yaml",
+            "raysae/configs/quickstart.yaml",
             "--set",
             f"activations.cache_dir={tmp_path}",
             "--set",

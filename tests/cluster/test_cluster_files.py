@@ -52,7 +52,7 @@ def test_nodes_share_the_storage_the_sweep_is_pointed_at(gpu_config):
 def test_rayjob_runs_the_sweep_with_gpus_on_workers_only():
     job = yaml.safe_load((CLUSTER / "rayjob.yaml").read_text())
     assert job["apiVersion"] == "ray.io/v1" and job["kind"] == "RayJob"
-    assert job["spec"]["entrypoint"].startswith("python -m raysae.sweep sweeps/topk.yaml")
+    assert job["spec"]["entrypoint"].startswith("python -m raysae.sweep raysae/configs/topk.yaml")
     spec = job["spec"]["rayClusterSpec"]
     head = spec["headGroupSpec"]["template"]["spec"]["containers"][0]
     workers = spec["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]
@@ -77,8 +77,8 @@ def test_every_file_the_cluster_commands_name_exists():
     text = "\n".join(
         (CLUSTER / f).read_text() for f in ("README.md", "gpu.yaml", "rayjob.yaml", "Dockerfile")
     )
-    named = set(re.findall(r"\b((?:cluster|sweeps)/[\w.-]+\.(?:yaml|md)|cluster/Dockerfile)\b", text))
-    assert {"cluster/gpu.yaml", "cluster/rayjob.yaml", "sweeps/topk.yaml", "cluster/Dockerfile"} <= named
+    named = set(re.findall(r"\b((?:cluster|raysae/configs)/[\w.-]+\.(?:yaml|md)|cluster/Dockerfile)\b", text))
+    assert {"cluster/gpu.yaml", "cluster/rayjob.yaml", "raysae/configs/topk.yaml", "cluster/Dockerfile"} <= named
     for path in named:
         assert (ROOT / path).is_file(), path
     for line in (CLUSTER / "Dockerfile").read_text().splitlines():

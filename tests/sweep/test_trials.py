@@ -57,7 +57,7 @@ def test_a_population_sweep_may_only_vary_per_sae_settings():
         sweep("train.batch_size: {grid: [1024, 2048]}", saes_per_trial=2)
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "sweeps").glob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted((ROOT / "raysae" / "configs").glob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_sweeps_load_and_expand(path):
     cfg = load_config(path)
     groups = trial_groups(cfg)
