@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from raysae.config.paths import known_path, set_dotted, unknown_path_problem, validation_problems
 from raysae.config.population import population_problems
 from raysae.config.root import RaysaeConfig, cross_field_problems
-from raysae.config.search_space import search_space_problems
+from raysae.config.search_space import SEARCH_SPACE, search_space_problems, set_swept
 from raysae.errors import ConfigError
 
 
@@ -84,7 +84,10 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
             )
     for text in overrides:
         key, value = parse_override(text)
-        if not (known_path(key) or key.startswith("sweep.search_space.")):
+        if key.startswith(SEARCH_SPACE + "."):  # the rest of the key is the swept path (`sae.k`)
+            set_swept(raw, key, value)
+            continue
+        if not known_path(key):
             raise ConfigError([(key, unknown_path_problem(key))], source)
         set_dotted(raw, key, value)
     return validate_config(raw, source)

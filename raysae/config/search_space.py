@@ -10,6 +10,29 @@ from pydantic import ValidationError
 from raysae.config.paths import known_path, set_dotted, validation_problems
 from raysae.config.population import member_path_problem
 from raysae.config.root import RaysaeConfig
+from raysae.errors import ConfigError
+
+SEARCH_SPACE = "sweep.search_space"
+DIMENSION_KINDS = ("grid", "choice", "uniform", "loguniform")
+
+
+def set_swept(raw: dict[str, Any], key: str, value: Any) -> None:
+    """Apply the override `sweep.search_space.<path>=value`: `<path>` is one swept dotted path
+    (`sae.k`), a single key of the search space, not nested sections; `<path>.grid=[..]` (or
+    choice, uniform, loguniform) sets that dimension of `<path>`."""
+    path = key.removeprefix(SEARCH_SPACE + ".")
+    head, _, last = path.rpartition(".")
+    if head and last in DIMENSION_KINDS and known_path(head):
+        path, value = head, {last: value}
+    node = raw
+    for i, part in enumerate(("sweep", "search_space")):
+        if node.get(part) is None:  # absent, or empty in the YAML (`sweep:`)
+            node[part] = {}
+        if not isinstance(node[part], dict):
+            where = ".".join(("sweep", "search_space")[: i + 1])
+            raise ConfigError([(where, f"is {node[part]!r}, not a mapping")])
+        node = node[part]
+    node[path] = value
 
 
 def search_space_problems(raw: dict[str, Any], cfg: RaysaeConfig) -> list[tuple[str, str]]:

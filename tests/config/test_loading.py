@@ -109,6 +109,20 @@ sweep:
     }
 
 
+def test_a_search_space_override_names_one_swept_path(tmp_path):
+    # `sweep.search_space.sae.k` is the swept key `sae.k`, not a section `sae` holding `k`.
+    path = write(tmp_path, "sweep:\n  search_space:\n    sae.architecture: {grid: [topk, jumprelu]}\n")
+    cfg = load_config(path, ["sweep.search_space.sae.k={grid: [32, 64]}"])
+    assert set(cfg.sweep.search_space) == {"sae.architecture", "sae.k"}
+    assert cfg.sweep.search_space["sae.k"].grid == [32, 64]
+    cfg = load_config(None, ["sweep.search_space.train.lr.loguniform=[0.0001, 0.01]"])
+    assert cfg.sweep.search_space["train.lr"].loguniform == [0.0001, 0.01]
+    problems, _ = problems_of(overrides=["sweep.search_space.sae.k={grid: [16, many]}"])
+    assert problems == {"sweep.search_space[sae.k].grid[1]": "sae.k: expected int, got 'many'"}
+    problems, _ = problems_of(overrides=["sweep.search_space.sae.kk={grid: [1]}"])
+    assert problems == {"sweep.search_space[sae.kk]": "not a config path that can be swept"}
+
+
 @pytest.mark.parametrize(
     "dim, message",
     [
