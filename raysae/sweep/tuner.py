@@ -34,7 +34,7 @@ from raysae.ranking import best_row, frontier_axis, select_saes
 from raysae.ray_runtime import ensure_ray, keep_working_directory
 from raysae.run_dir import RunDir, hold_run_dir, resume_record, sae_ids, write_config, write_results
 from raysae.store import open_store
-from raysae.sweep.pareto_plot import pareto_png, sweep_document
+from raysae.sweep.pareto_plot import pareto_png, pareto_title, sweep_document
 from raysae.sweep.trials import point_config, trial_groups
 from raysae.tracking import flat_params, log_batch, log_file, mlflow_experiment
 
@@ -321,7 +321,7 @@ def _run_held(
     if stop.received is not None:  # cli.run_main says "interrupted (Ctrl-C)" for a bare one
         raise KeyboardInterrupt("" if stop.received == "SIGINT" else stop.received)
     finished = [r for r in rows if r["status"] == "finished"]
-    png = pareto_png(finished, y=frontier_axis(cfg.sweep.metric))
+    png = pareto_png(finished, y=frontier_axis(cfg.sweep.metric), title=pareto_title(cfg, finished))
     if png is not None:
         filesystem.write_bytes(run.pareto, png)
         log_file(client, parent_id, run.pareto)

@@ -32,3 +32,20 @@ def test_the_sweep_document_marks_the_frontier():
         "s/t0",
         "s/t1",
     }
+
+
+def test_the_plot_has_a_title_and_a_log_l0_axis():
+    from raysae.config import load_config
+    from raysae.sweep.pareto_plot import pareto_figure, pareto_title
+
+    cfg = load_config(
+        None, ["name=mysweep", "model.name=assets/smollm2-135m", "model.hook_point=blocks.5.hook_resid_post"]
+    )
+    title = pareto_title(cfg, [{**r, "tokens": 180224} for r in ROWS])
+    assert title == "mysweep: assets/smollm2-135m, blocks.5.hook_resid_post, 180,224 tokens"
+    assert pareto_title(cfg, [{"tokens": 1000}, {"tokens": 4096}]).endswith(", 1,000-4,096 tokens")
+    ax = pareto_figure(ROWS, title=title).axes[0]
+    assert ax.get_xscale() == "log" and ax.get_yscale() == "linear"
+    assert ax.get_title() == title and "L0" in ax.get_xlabel() and ax.get_ylabel() == "fvu"
+    assert pareto_figure(ROWS, y="fvu").axes[0].get_title() == ""  # a title only when given
+    assert pareto_figure([{"sae_id": "s/t0", "status": "failed"}]) is None
