@@ -2,7 +2,7 @@
 
     python bench/activations.py [--contexts 96] [--hook blocks.5.hook_resid_post]
 
-Needs the offline assets (`python scripts/prepare_assets.py`). In one process:
+Needs the offline assets (`raysae assets`). In one process:
 
 1. generation tokens/s: a bare in-process forward of SmolLM2-135M over the
    same batches (all CPU threads) against the Ray Data actor pool, both with

@@ -13,7 +13,7 @@ In this one command, on the same 2d activation cache and SAE:
     python bench/analysis.py --tokens 1000000 --gpu  # on a GPU node
 
 The cache comes from a random 1-layer model (d_model = --d-in) over the
-Shakespeare assets (`python scripts/prepare_assets.py` first).
+Shakespeare assets (`raysae assets` first).
 """
 
 from __future__ import annotations

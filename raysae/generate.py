@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from raysae.cli import config_parser, first_line, load_from_args, run_main
+from raysae.cli import config_parser, load_from_args, run_main
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = config_parser(first_line(__doc__)).parse_args(argv)
+    args = config_parser("generate").parse_args(argv)
     cfg = load_from_args(args)
     from raysae.activations import generate_caches
     from raysae.preflight import check_generation

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from raysae.cli import config_parser, first_line, load_from_args, run_main
+from raysae.cli import config_parser, load_from_args, run_main
 
 T = TypeVar("T")
 
@@ -22,7 +22,7 @@ TRIAL = "train"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = config_parser(first_line(__doc__)).parse_args(argv)
+    args = config_parser("train").parse_args(argv)
     cfg = load_from_args(args)
     from raysae.activations import generate_caches
     from raysae.config import check_population, member_configs

@@ -308,7 +308,7 @@ def browsed_store(browsed_run):
 
 @pytest.fixture(scope="session")
 def offline_assets():
-    """SmolLM2-135M and the Shakespeare corpus, prepared by the repo's own script
+    """SmolLM2-135M and the Shakespeare corpus, prepared by `raysae assets`
     (idempotent, cached in ./assets)."""
     import subprocess
     import sys
@@ -316,7 +316,7 @@ def offline_assets():
 
     root = Path(__file__).parents[1]
     subprocess.run(
-        [sys.executable, "scripts/prepare_assets.py", "--only", "smollm2", "--only", "shakespeare"],
+        [sys.executable, "-m", "raysae.assets", "--only", "smollm2", "--only", "shakespeare"],
         cwd=root,
         check=True,
         timeout=900,

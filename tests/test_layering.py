@@ -72,7 +72,7 @@ MAY_IMPORT = {
 """Part of raysae -> the parts it may import. The commands (`generate`, `train`, `analyze` and every
 `__main__`) and the package's face (`raysae/__init__.py`) sit on top and may import any part."""
 
-TOP = {"__init__", "generate", "train", "analyze"}
+TOP = {"__init__", "__main__", "generate", "train", "analyze", "init", "assets"}
 MATH = ["models", "metrics", "analysis.encode", "analysis.stats", "analysis.logits", "analysis.documents"]
 """Plain PyTorch / NumPy: no Ray, no torch.distributed (the edges put them on Ray)."""
 

@@ -25,8 +25,8 @@ def describe(model: type[BaseModel] = RaysaeConfig, prefix: str = "") -> list[st
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = config_parser("Print the fully resolved config (credentials in URIs redacted).")
-    parser.add_argument("--describe", action="store_true", help="list every field with its description")
+    parser = config_parser("config")
+    parser.add_argument("--describe", action="store_true", help="list every field with its default and description")
     args = parser.parse_args(argv)
     if args.describe:
         print("\n".join(describe()))

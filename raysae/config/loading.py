@@ -61,12 +61,38 @@ def validate_config(raw: Mapping[str, Any], source: str | None = None) -> Raysae
     return cfg
 
 
+PACKAGED_CONFIGS = Path(__file__).parents[1] / "configs"
+"""The ready configs that ship in the package (raysae/configs/*.yaml, package data)."""
+
+
+def packaged_config_names() -> list[str]:
+    return sorted(p.stem for p in PACKAGED_CONFIGS.glob("*.yaml"))
+
+
+def config_path(path: str | Path) -> Path:
+    """`path` itself, or for a bare name (no folder, no suffix) that is not a file in the working
+    folder, the packaged config of that name: `quickstart` -> raysae/configs/quickstart.yaml."""
+    given = Path(path)
+    if given.is_file() or given.suffix or len(given.parts) != 1:
+        return given
+    packaged = PACKAGED_CONFIGS / f"{given}.yaml"
+    if packaged.is_file():
+        return packaged
+    names = ", ".join(packaged_config_names())
+    raise ConfigError(
+        [("", f"no such file, and no packaged config of that name (the packaged configs: {names})")],
+        str(path),
+    )
+
+
 def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> RaysaeConfig:
-    """Read a YAML config, apply `dotted.key=value` overrides, validate strictly.
+    """Read a YAML config (a file, or a packaged config's name such as `quickstart`), apply
+    `dotted.key=value` overrides, validate strictly.
 
     `path=None` starts from the defaults. Errors are `ConfigError`s whose message
     starts with the file name and names each dotted path.
     """
+    path = config_path(path) if path is not None else None
     source = str(path) if path is not None else None
     raw: Any = {}
     if path is not None:

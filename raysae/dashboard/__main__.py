@@ -10,11 +10,11 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from raysae.cli import add_store_arguments, first_line, run_main, store_from_args
+from raysae.cli import add_store_arguments, command_parser, run_main, store_from_args
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m raysae.dashboard", description=first_line(__doc__))
+    p = command_parser("dashboard")
     add_store_arguments(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
     p.add_argument("--port", type=int, default=8050, help="port (0: any free port)")

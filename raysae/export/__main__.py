@@ -8,13 +8,18 @@ import argparse
 from collections.abc import Sequence
 
 from raysae import filesystem
-from raysae.cli import add_store_arguments, first_line, run_main, store_from_args
+from raysae.cli import HelpFormatter, add_store_arguments, command_parser, run_main, store_from_args
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m raysae.export", description=first_line(__doc__))
+    p = command_parser("export")
     formats = p.add_subparsers(dest="format", required=True, metavar="FORMAT")
-    np_ = formats.add_parser("neuronpedia", help="JSON batches for Neuronpedia's bulk import")
+    np_ = formats.add_parser(
+        "neuronpedia",
+        help="JSON batches for Neuronpedia's bulk import",
+        description="Write an analyzed SAE's features as Neuronpedia bulk-import batches.",
+        formatter_class=HelpFormatter,
+    )
     add_store_arguments(np_)
     np_.add_argument(
         "--sae", required=True, metavar="SAE_ID", help="the SAE's id in the store, e.g. my-sweep/t003"
@@ -25,7 +30,7 @@ def parser() -> argparse.ArgumentParser:
     )
     np_.add_argument("--sae-set", help="Neuronpedia SAE set name (default: raysae-<run name>)")
     np_.add_argument("--layer", type=int, help="layer (default: from the hook point)")
-    np_.add_argument("--features-per-batch", type=int, default=128)
+    np_.add_argument("--features-per-batch", type=int, default=128, help="features per batch-<n>.json file")
     return p
 
 

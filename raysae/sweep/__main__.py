@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from raysae.cli import config_parser, load_from_args, run_main
+from raysae.cli import config_parser, load_from_args, prog, run_main
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -14,11 +14,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from raysae.run_dir import RunDir, summary_table
     from raysae.sweep.tuner import run_sweep
 
-    args = config_parser("Run (or resume) a sweep: train, evaluate and analyze SAEs on Ray Tune.").parse_args(
-        argv
-    )
+    args = config_parser("sweep").parse_args(argv)
     cfg = load_from_args(args)
-    command = " ".join(["python -m raysae.sweep", *(sys.argv[1:] if argv is None else argv)])
+    command = " ".join([prog("sweep"), *(sys.argv[1:] if argv is None else argv)])
     rows, run = run_sweep(cfg, command=command)
     done = [r for r in rows if r["status"] == "finished"]
     metric = cfg.sweep.metric

