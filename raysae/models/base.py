@@ -96,6 +96,12 @@ class SparseAutoencoder(nn.Module):
         self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
         self.reset_parameters()
 
+    def extra_repr(self) -> str:
+        """What `repr(sae)` shows after the class name (nn.Module's hook): the architecture, its
+        shape and dtype; subclasses add their sparsity setting (k, threshold, coefficient)."""
+        dtype = str(self.W_enc.dtype).removeprefix("torch.")
+        return f"architecture={self.architecture!r}, d_in={self.d_in}, d_sae={self.d_sae}, dtype={dtype}"
+
     # --- initialisation -------------------------------------------------
     @torch.no_grad()
     def reset_parameters(self) -> None:

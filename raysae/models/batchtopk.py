@@ -32,6 +32,9 @@ class BatchTopKSAE(TopKSAE):
         self.register_buffer("threshold", torch.zeros((), dtype=torch.float32))
         self.register_buffer("threshold_updates", torch.zeros((), dtype=torch.long))
 
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, threshold={float(self.threshold):.4g}"
+
     def activate(self, pre: Tensor) -> Tensor:
         if not self.training:
             return pre.relu() * (pre > self.threshold).to(pre.dtype)

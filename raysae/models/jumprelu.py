@@ -60,6 +60,11 @@ class JumpReLUSAE(SparseAutoencoder):
             torch.full((self.d_sae,), cfg.jumprelu_init_threshold, dtype=self.W_enc.dtype)
         )
 
+    def extra_repr(self) -> str:
+        # One threshold per latent: their mean says where the SAE stands.
+        mean = float(self.threshold.detach().float().mean())
+        return f"{super().extra_repr()}, threshold_mean={mean:.4g}, l0_coefficient={self.cfg.l0_coefficient}"
+
     def activate_and_penalize(self, pre: Tensor) -> tuple[Tensor, Tensor]:
         # One fused function for the activations and the L0 count, with their straight-through gradients.
         acts, l0 = JumpReLUWithL0.apply(pre, self.threshold, self.cfg.jumprelu_bandwidth)

@@ -17,6 +17,9 @@ class StandardSAE(SparseAutoencoder):
     saelens_architecture = "standard"
     unit_norm_decoder = False
 
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, l1_coefficient={self.cfg.l1_coefficient}"
+
     def activate(self, pre: Tensor) -> Tensor:
         return pre.relu()
 

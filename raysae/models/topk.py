@@ -47,6 +47,9 @@ class TopKSAE(SparseAutoencoder):
     def activate(self, pre: Tensor) -> Tensor:
         return topk_relu(pre, self.k)
 
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, k={self.k}"
+
     def aux_loss(self, x_n: Tensor, recon_n: Tensor, pre: Tensor, dead_mask: Tensor) -> Tensor:
         n_dead = int(dead_mask.sum())
         if self.cfg.aux_coefficient == 0 or n_dead == 0:

@@ -28,6 +28,21 @@ def test_build_checks_width():
         build_sae(SAEConfig(d_in=32), 16)
 
 
+@pytest.mark.parametrize(
+    "architecture, sparsity",
+    [
+        ("topk", "k=8"),
+        ("batchtopk", "k=8, threshold=0"),
+        ("jumprelu", "threshold_mean=0.01, l0_coefficient=1.0"),
+        ("standard", "l1_coefficient=5.0"),
+    ],
+)
+def test_repr_says_what_the_sae_is(architecture, sparsity):
+    sae = build_sae(SAEConfig(architecture=architecture, expansion_factor=4, k=8), 16)
+    name = type(sae).__name__
+    assert repr(sae) == f"{name}(architecture='{architecture}', d_in=16, d_sae=64, dtype=float32, {sparsity})"
+
+
 def test_geometric_median_minimises_summed_distance():
     gen = torch.Generator().manual_seed(0)
     pts = torch.randn(300, 5, generator=gen, dtype=torch.float64)
