@@ -140,7 +140,11 @@ def load_sae(path: str | os.PathLike, device: str | torch.device = "cpu") -> Spa
         if "k" in cfg:
             fields["k"] = cfg["k"]
         sae_cfg = SAEConfig.model_validate(fields)
-    sae = ARCHITECTURES[sae_cfg.architecture](sae_cfg, int(cfg["d_in"]))
+    # The width is the checkpoint's, whatever the training config said (usually d_in unset, d_sae
+    # from expansion_factor): the loaded SAE's cfg states both, as a config that rebuilds it.
+    d_in, d_sae = int(cfg["d_in"]), int(cfg["d_sae"])
+    sae_cfg = SAEConfig.model_validate({**sae_cfg.model_dump(), "d_in": d_in, "d_sae": d_sae})
+    sae = ARCHITECTURES[sae_cfg.architecture](sae_cfg, d_in)
     try:
         tensors = load_file(str(path / WEIGHTS_FILE))
     except FileNotFoundError:

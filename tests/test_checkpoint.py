@@ -82,3 +82,18 @@ def test_resave_replaces_and_errors_name_files(trained, tmp_path):
         load_sae(tmp_path / "sae")
     with pytest.raises(FileNotFoundError, match="missing"):
         load_sae(tmp_path / "nowhere")
+
+
+@pytest.mark.parametrize("architecture", list(ARCHITECTURES))
+def test_a_loaded_sae_config_states_its_width(architecture, tmp_path):
+    # Trained with d_in unset (read from the activations) and d_sae from expansion_factor.
+    sae = build_sae(small_sae_config(architecture).model_copy(update={"d_sae": None}), 64)
+    assert sae.cfg.d_in is None and sae.cfg.d_sae is None and sae.d_sae == 512
+    save_sae(sae, tmp_path / "sae")
+    loaded = load_sae(tmp_path / "sae")
+    assert (loaded.cfg.d_in, loaded.cfg.d_sae) == (64, sae.d_sae) == (loaded.d_in, loaded.d_sae)
+    assert loaded.cfg.architecture == architecture
+    assert build_sae(loaded.cfg, 64).d_sae == sae.d_sae  # the config rebuilds the same shape
+    (tmp_path / "sae" / "raysae.json").unlink()  # as SAELens writes it: cfg.json alone
+    plain = load_sae(tmp_path / "sae")
+    assert (plain.cfg.d_in, plain.cfg.d_sae) == (64, sae.d_sae)
