@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import logging
 import os
 import re
 import signal
@@ -16,6 +15,7 @@ from typing import TYPE_CHECKING
 from raysae.config import RaysaeConfig, StoreConfig, load_config
 from raysae.config.loading import packaged_config_names
 from raysae.errors import ConfigError, StoreError
+from raysae.progress import setup_logging
 
 if TYPE_CHECKING:
     from raysae.store import Store
@@ -312,7 +312,7 @@ def _say(line: str) -> None:
 def run_main(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> None:
     """Run a command; bad input exits 2 with a one-paragraph message, not a traceback;
     Ctrl-C, SIGTERM and SIGHUP stop it cleanly with exit 130."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    setup_logging()  # raysae's lines at INFO; Ray's own output off unless RAYSAE_VERBOSE=1
     handle_termination_signals()
     try:
         code = main(argv)

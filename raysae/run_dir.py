@@ -11,7 +11,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -156,14 +156,22 @@ def format_results(rows: Iterable[Mapping[str, Any]], columns: Mapping[str, str]
     return "\n".join(lines)
 
 
-def summary_table(rows: Iterable[Mapping[str, Any]], leading: Mapping[str, str]) -> str:
-    """The terminal summary of finished SAEs: the `leading` columns, then L0, dead fraction,
-    CE-loss recovered (when every row has it) and seconds."""
-    rows = list(rows)
-    columns = {**leading, "l0": ".1f", "dead_fraction": ".3f"}
+def summary_table(
+    rows: Iterable[Mapping[str, Any]], leading: Mapping[str, str], *, swept: Sequence[str] = ()
+) -> str:
+    """The terminal summary of finished SAEs: what each is (architecture, the `swept` dotted
+    paths' values), the `leading` columns, then L0, dead fraction, CE-loss recovered (when every
+    row has it) and seconds."""
+    rows = [{**r, **{p: _cell(r.get(p, "")) for p in swept}} for r in rows]
+    what = {"architecture": ""} if all("architecture" in r for r in rows) else {}
+    columns = {**what, **{p: "" for p in swept}, **leading, "l0": ".1f", "dead_fraction": ".3f"}
     if all("ce_loss_recovered" in r for r in rows):
         columns["ce_loss_recovered"] = ".3f"
     return format_results(rows, {**columns, "seconds": ".1f"})
+
+
+def _cell(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def write_config(config: RaysaeConfig, directory: filesystem.Location) -> str:

@@ -28,7 +28,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from raysae.config import check_population, member_configs
     from raysae.config.resolve import check_run_storage
     from raysae.preflight import check_inputs
-    from raysae.ray_runtime import ensure_ray
+    from raysae.ray_runtime import disconnect, ensure_ray
     from raysae.raytrain import run_training
     from raysae.run_dir import RunDir, hold_run_dir, sae_ids, summary_table, write_config, write_results
 
@@ -49,10 +49,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             sae_ids(cfg.name, TRIAL, len(members)),
             storage=run.checkpoints,
             trial=TRIAL,
+            label=f"{TRIAL} " + " | ".join(m.sae.architecture for m in members),
         )
         for row, overrides in zip(rows, cfg.train.population or [{}] * len(rows), strict=True):
             row.update({k: v for k, v in overrides.items() if k not in row})
         results = write_results(rows, run.root)
+    disconnect()  # nothing Ray forwards from its workers lands after the summary
     good = [r for r in rows if not r.get("error")]
     if good:
         print("\n" + summary_table(good, {"fvu": ".4f", "explained_variance": ".4f"}))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from raysae import progress
 from raysae.activations.cache import cache_dir, new_manifest, read_manifest, verify_cache
 from raysae.activations.cache_writer import CacheBuilder
 from raysae.activations.generation import generation_dataset
@@ -85,9 +86,13 @@ def generate_caches(cfg: RaysaeConfig) -> dict[tuple[str, str], str]:
         for b in todo:
             b.start_pass()
         ds = generation_dataset(cfg, tokens[start:], start, hooks)
+        meter = progress.Progress(f"generation: {layout} cache", n_contexts, "contexts")
+        meter.update(start)
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
             for b in todo:  # batch_format="numpy" gives a dict of arrays; Ray types it as any format
                 b.add(batch)  # pyright: ignore[reportArgumentType]
+            meter.update(meter.done + len(batch["context_id"]))
+        meter.close()
         for b in todo:
             b.finish()
     return dirs

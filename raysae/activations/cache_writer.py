@@ -148,11 +148,12 @@ class CacheBuilder:
         self.manifest["n_tokens"] += rows if self.layout == "tokens" else rows * self.manifest["context_size"]
 
     def _report(self) -> None:
+        # At DEBUG: the command's progress line (`raysae.progress`) says how far generation is.
         done, total = self.manifest["contexts_done"], self.n_contexts
         rate = (self.manifest["n_tokens"] - self._rows_at_start) / max(
             time.perf_counter() - self._started, 1e-9
         )
-        log.info(
+        log.debug(
             "cache %s: %d/%d contexts (%.0f%%), %d shards, %.0f tokens/s",
             self.manifest["key"],
             done,

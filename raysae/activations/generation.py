@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from raysae import progress
 from raysae.activations.finite import refuse_nonfinite
 from raysae.activations.language_model import check_hook_points, hook_activations, load_model, tokenizer_for
 from raysae.activations.tokens import contexts_for_tokens, pack_contexts, rows_per_context
@@ -56,7 +57,8 @@ class ActivationGenerator:
 
     def __init__(self, model: dict, hook_points: list[str], dtype: str, threads: int):
         torch.set_num_threads(max(1, threads))
-        self.model = load_model(ModelConfig.model_validate(model))
+        with progress.quiet_stdout():  # TransformerLens prints as it loads
+            self.model = load_model(ModelConfig.model_validate(model))
         check_hook_points(self.model, hook_points)
         self.device = next(self.model.parameters()).device
         self.hook_points = hook_points

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import pickle
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -45,16 +45,23 @@ class SAEEncoder:
 
 
 def encode_on_pool(
-    source, sae_dirs: list[str], column: str, dtype: str, excluded_ids: list[int], a: AnalysisConfig
-):
-    """`source` (a Ray Dataset of contexts) encoded by a pool of `analysis.actors`, materialised
-    in Ray's object store: one pickled part per batch (`parts`)."""
+    source,
+    sae_dirs: list[str],
+    column: str,
+    dtype: str,
+    excluded_ids: list[int],
+    a: AnalysisConfig,
+    on_batches: Callable[[int], None] | None = None,
+) -> list:
+    """`source` (a Ray Dataset of contexts) encoded by a pool of `analysis.actors`, kept in Ray's
+    object store: the refs of its blocks, one pickled part per batch (`parts`). `on_batches(n)`
+    is called as each block of `n` batches is done (the progress line)."""
     import ray
 
     # Start the whole pool before the first batch: actors start asynchronously by
     # default, and the first one up would take every batch of a short analysis.
     source.context.wait_for_min_actors_s = ACTOR_START_TIMEOUT_S
-    return source.map_batches(
+    encoded = source.map_batches(
         SAEEncoder,
         fn_constructor_kwargs={
             "sae_dirs": [str(d) for d in sae_dirs],
@@ -69,11 +76,21 @@ def encode_on_pool(
         compute=ray.data.ActorPoolStrategy(size=a.actors.num),
         num_cpus=a.actors.cpus,
         num_gpus=a.actors.gpus,
-    ).materialize()
+    )
+    # As materialize() does, but block by block, so the driver sees the encoding progress.
+    refs = []
+    for bundle in encoded.iter_internal_ref_bundles():
+        refs += bundle.block_refs
+        if on_batches is not None:
+            on_batches(bundle.num_rows() or 0)
+    return refs
 
 
-def parts(encoded) -> Iterator[dict[str, Any]]:
+def parts(encoded: list) -> Iterator[dict[str, Any]]:
     """The encoded batches: `context_id`, `tokens`, `encoded` (one `EncodedBatch` per SAE), `actor`."""
-    for batch in encoded.iter_batches(batch_size=None, batch_format="numpy"):
-        for blob in batch["part"]:
-            yield pickle.loads(blob)
+    import ray
+    from ray.data.block import BlockAccessor
+
+    for ref in encoded:
+        for blob in BlockAccessor.for_block(ray.get(ref)).to_numpy("part"):
+            yield pickle.loads(blob)  # pyright: ignore[reportArgumentType]

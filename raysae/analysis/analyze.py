@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from raysae import filesystem
+from raysae import filesystem, progress
 from raysae.activations.cache import key_inputs
 from raysae.activations.language_model import load_model, tokenizer_for
 from raysae.analysis.actors import encode_on_pool, parts
@@ -163,9 +163,20 @@ def analyze_group(
     started = time.perf_counter()
     tokenizer = tokenizer_for(cfg)
     source, column, dtype, n_contexts = source_dataset(cfg, tokenizer)
-    encoded = encode_on_pool(source, sae_dirs, column, dtype, excluded_token_ids(tokenizer), a)
+    meter = progress.Progress(
+        f"analysis: encoding with {len(sae_dirs)} SAE(s)", -(-n_contexts // a.batch_contexts), "batches"
+    )
+    meter.update(0)
+
+    def encoded_batches(n: int) -> None:
+        meter.update(meter.done + n)
+
+    encoded = encode_on_pool(
+        source, sae_dirs, column, dtype, excluded_token_ids(tokenizer), a, on_batches=encoded_batches
+    )
+    meter.close()
     seconds = time.perf_counter() - started
-    log.info("encoded %d contexts with %d SAE(s) in %.1f s", n_contexts, len(sae_dirs), seconds)
+    log.debug("encoded %d contexts with %d SAE(s) in %.1f s", n_contexts, len(sae_dirs), seconds)
 
     saes = [load_sae(d) for d in sae_dirs]
     stats, actors = merge_statistics(encoded, saes, a)
@@ -176,7 +187,9 @@ def analyze_group(
 
     unembed = None
     try:
-        unembed = model_unembedding(load_model(cfg.model, device="cpu"))
+        with progress.quiet_stdout():
+            model = load_model(cfg.model, device="cpu")
+        unembed = model_unembedding(model)
     except Exception as exc:  # logit attribution is optional; the statistics are not
         log.warning("no logit attribution: cannot load %s (%s)", cfg.model.name, exc)
     text = TokenText(tokenizer)
@@ -204,9 +217,17 @@ def analyze_group(
             }
             store.put_sae(sae_doc)
 
-        n = store.write_features(sae_id, docs, sae.d_sae, on_batch=on_batch, publish=publish)
+        meter = progress.Progress(f"store: {sae_id} feature documents", sae.d_sae, "features")
+
+        def written(n: int, meter=meter) -> None:  # n: the documents written so far
+            meter.update(n)
+            if on_batch is not None:
+                on_batch(n)
+
+        n = store.write_features(sae_id, docs, sae.d_sae, on_batch=written, publish=publish)
+        meter.close()
         write_s = time.perf_counter() - t0
-        log.info("%s: %d feature documents in %.1f s (%.0f/s)", sae_id, n, write_s, n / max(write_s, 1e-9))
+        log.debug("%s: %d feature documents in %.1f s (%.0f/s)", sae_id, n, write_s, n / max(write_s, 1e-9))
         summaries.append(
             {
                 "sae_id": sae_id,

@@ -94,6 +94,8 @@ def run_training(
     callbacks: Sequence[Any] = (),
     parent_run_id: str | None = None,
     ranked: bool = False,
+    progress_lines: bool = True,
+    label: str = "",
 ) -> list[dict[str, Any]]:
     """Train a population (K >= 1) with Ray Train; returns one results row per SAE.
 
@@ -101,10 +103,15 @@ def run_training(
     `error` is an SAE whose loss turned non-finite: it was not saved.
     `callbacks` are Ray Train callbacks (a sweep passes Tune's `TuneReportCallback`),
     `ranked` evaluates at every report for them, `parent_run_id` nests the MLflow runs.
+    `progress_lines`: rank 0 logs the training's progress as `training <label>: ...` (a sweep
+    prints it in its driver from Tune's results instead).
     """
     from ray.data import ExecutionOptions
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
+    from ray.train.v2.api.config import LoggingConfig
+
+    from raysae import progress
 
     members = list(members)
     if len(sae_ids) != len(members):
@@ -131,7 +138,17 @@ def run_training(
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={
-            "job": TrainJob(members, list(sae_ids), state_dir, d_in, on_step, parent_run_id, ranked)
+            "job": TrainJob(
+                members,
+                list(sae_ids),
+                state_dir,
+                d_in,
+                on_step,
+                parent_run_id,
+                ranked,
+                progress_lines=progress_lines,
+                label=label,
+            )
         },
         scaling_config=ScalingConfig(num_workers=w.num, use_gpu=w.gpu, resources_per_worker=resources),
         run_config=RunConfig(
@@ -140,6 +157,9 @@ def run_training(
             callbacks=list(callbacks),
             failure_config=FailureConfig(max_failures=t.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=t.checkpoints_to_keep),
+            # Ray Train's INFO lines (worker group started, every report's TrainingReport(...))
+            # off: raysae prints the progress; warnings and errors still show.
+            logging_config=LoggingConfig(log_level="INFO" if progress.verbose() else "WARNING"),
         ),
         # The training stream is not here: the workers build it from the checkpoint they restore.
         datasets={"eval": held_out_dataset(base)},

@@ -28,17 +28,18 @@ import ray.train.torch
 import torch
 import torch.distributed as dist
 
-from raysae import filesystem
+from raysae import filesystem, progress
 from raysae.activations import iter_activation_batches, load_model
 from raysae.activations.streams import evaluation_contexts, training_rows, write_position
 from raysae.config import RaysaeConfig
 from raysae.errors import ConfigError
 from raysae.metrics import ce_loss_recovered, evaluate
 from raysae.models import build_sae
+from raysae.ray_runtime import quiet_ray
 from raysae.run_dir import RunDir
 from raysae.tracking import Tracker
 from raysae.training import Member, Population, StepMetrics, finish_sae, train_population
-from raysae.training.loop import log_progress
+from raysae.training.loop import step_note
 
 log = logging.getLogger("raysae.train")
 STATE_FILE = "state.pt"
@@ -61,6 +62,11 @@ class TrainJob:
     """MLflow run the SAEs' runs are children of (a sweep's)."""
     ranked: bool = False
     """Evaluate at every report and put the best member's `sweep.metric` at the top level (for Tune)."""
+    progress_lines: bool = True
+    """Rank 0 logs its progress (forwarded to the driver); a sweep's driver prints it from Tune's
+    results instead (`sweep.tuner`)."""
+    label: str = ""
+    """What the progress lines call this run (`train topk`)."""
 
 
 def _ddp(sae: torch.nn.Module, device: torch.device, world: int):
@@ -114,11 +120,15 @@ class HeldOut:
     def batches(self) -> list[torch.Tensor]:
         if self._batches is None:
             shard, n, out = ray.train.get_dataset_shard("eval"), 0, []
-            for batch in iter_activation_batches(shard, 4096, dtype=self.cfg.activations.dtype):
+            reader = iter_activation_batches(shard, 4096, dtype=self.cfg.activations.dtype)
+            for batch in reader:
                 out.append(batch[: self.cfg.train.eval_tokens - n])
                 n += len(out[-1])
                 if n >= self.cfg.train.eval_tokens:
                     break
+            # Stop the read now: an iterator left open keeps its executor (and, verbose, its
+            # progress bar) running until the worker exits, long after the trial's summary.
+            reader.close()
             if not out:
                 raise ValueError("no held-out activations to evaluate on")
             self._batches = out
@@ -139,7 +149,8 @@ def train_loop_per_worker(config: dict) -> None:
     device = ray.train.torch.get_device()
     if device.type == "cpu":
         torch.set_num_threads(max(1, round(t.workers.cpus)))
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    progress.setup_logging()
+    quiet_ray()
     torch.manual_seed(t.seed)
 
     restored = _restore()
@@ -187,6 +198,16 @@ def train_loop_per_worker(config: dict) -> None:
     )
     held_out = HeldOut(base)
     started, tokens_at_start = time.perf_counter(), population.tokens_seen
+    last: list[StepMetrics | None] = [None] * len(job.members)
+    meter = None
+    if rank == 0 and job.progress_lines:
+        meter = progress.Progress(f"training {job.label or ', '.join(job.sae_ids)}", t.total_tokens)
+        meter.update(population.tokens_seen)
+
+    def note() -> str:
+        """The members' last loss and L0, for the progress line."""
+        return " | ".join(step_note(m) for m in last if m is not None)
+
     intervals = {"checkpoint": t.checkpoint_every_tokens or max(t.total_tokens // 10, t.batch_size)}
     if t.eval_every_tokens:
         intervals["eval"] = t.eval_every_tokens
@@ -214,7 +235,7 @@ def train_loop_per_worker(config: dict) -> None:
             write_position(job.state_dir, max(int(r.metrics["tokens"]) for r in reported))
 
     def report(metrics: dict, final_state: dict | None = None) -> None:
-        metrics = {"tokens": population.tokens_seen, **metrics}
+        metrics = {"tokens": population.tokens_seen, "progress_note": note(), **metrics}
         if rank != 0:
             ray.train.report(metrics, checkpoint=None)
             return
@@ -233,7 +254,8 @@ def train_loop_per_worker(config: dict) -> None:
                 tracker.log_metrics(
                     i,
                     {f"eval/{k}": v for k, v in row.items() if k not in ("sae_id", "error")},
-                    population.tokens_seen,
+                    m.trainer.steps,
+                    m.trainer.tokens_seen,
                 )
             rows.append(row)
         return {"final": False, "saes": rows, **_ranking(rows, base)}
@@ -242,15 +264,12 @@ def train_loop_per_worker(config: dict) -> None:
         tokens = population.tokens_seen
         if tracker is not None:  # rank 0
             for i, m in enumerate(metrics):
+                if m is not None:
+                    last[i] = m
                 if m is not None and m.step % t.log_every_steps == 0:
-                    tracker.log_metrics(i, _step_metrics(m), m.tokens)
-                    log_progress(
-                        m,
-                        t.total_tokens,
-                        started,
-                        label=f"{job.sae_ids[i]} ",
-                        tokens_at_start=tokens_at_start,
-                    )
+                    tracker.log_metrics(i, _step_metrics(m), m.step, m.tokens)
+            if meter is not None:
+                meter.update(tokens, note())
         if job.on_step is not None:
             job.on_step(rank, tokens)
         due = [k for k, at in next_report.items() if tokens >= at]
@@ -269,6 +288,9 @@ def train_loop_per_worker(config: dict) -> None:
             share_init_rows=_gather_rows if world > 1 else None,
             on_step=on_step,
         )
+    reader.close()  # the stream may hold rows beyond total_tokens: stop its reads now
+    if meter is not None:
+        meter.close()
     final_state = state()  # unfolded, so a rerun can still evaluate (it trains no further)
     rows = (
         _finish(job, population, held_out, tracker, seconds(), tokens_at_start) if tracker is not None else []
@@ -300,7 +322,7 @@ def _finish(
     for i, (m, cfg, sae_id) in enumerate(zip(population.members, job.members, job.sae_ids, strict=True)):
         tokens = m.trainer.tokens_seen
         if m.error is not None:
-            tracker.finish(i, {}, tokens, sae_dir=None, error=m.error)
+            tracker.finish(i, {}, m.trainer.steps, sae_dir=None, error=m.error)
             rows.append(
                 {"sae_id": sae_id, "architecture": m.sae.architecture, "error": m.error, "tokens": tokens}
             )
@@ -328,7 +350,7 @@ def _finish(
         tracker.finish(
             i,
             {k: v for k, v in row.items() if isinstance(v, (int, float))},
-            tokens,
+            m.trainer.steps,
             sae_dir=None if error else RunDir.of(cfg).sae(sae_id),
             error=error,
         )
@@ -342,7 +364,8 @@ def _ce_setup(cfg: RaysaeConfig):
         return None
     try:
         tokens, mask = evaluation_contexts(cfg, cfg.train.ce_contexts)
-        model = load_model(cfg.model)
+        with progress.quiet_stdout():  # TransformerLens prints as it loads
+            model = load_model(cfg.model)
     except (ValueError, OSError) as exc:  # e.g. a corpus too short, a model not available here
         log.warning("CE-loss recovered skipped: %s", exc)
         return None

@@ -56,3 +56,13 @@ def trial_groups(cfg: RaysaeConfig) -> list[list[dict[str, Any]]]:
     points = sample_points(cfg)
     k = cfg.sweep.saes_per_trial
     return [points[i : i + k] for i in range(0, len(points), k)]
+
+
+def point_label(point: dict[str, Any], architecture: str) -> str:
+    """What an SAE is, for people: its architecture and its other swept values (`topk sae.k=64`)."""
+    swept = [f"{path}={_short(value)}" for path, value in point.items() if path != "sae.architecture"]
+    return " ".join([architecture, *swept])
+
+
+def _short(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)

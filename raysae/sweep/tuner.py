@@ -18,10 +18,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import signal
 from typing import Any
 
-from raysae import filesystem
+from raysae import filesystem, progress
 from raysae.activations import generate_caches
 from raysae.activations.cache import key_inputs
 from raysae.analysis import analyze
@@ -35,8 +36,8 @@ from raysae.ray_runtime import ensure_ray, keep_working_directory
 from raysae.run_dir import RunDir, hold_run_dir, resume_record, sae_ids, write_config, write_results
 from raysae.store import open_store
 from raysae.sweep.pareto_plot import pareto_png, pareto_title, sweep_document
-from raysae.sweep.trials import point_config, trial_groups
-from raysae.tracking import flat_params, log_batch, log_file, mlflow_experiment
+from raysae.sweep.trials import point_config, point_label, trial_groups
+from raysae.tracking import flat_params, log_batch, log_file, mlflow_experiment, search_space_params
 
 log = logging.getLogger("raysae.sweep")
 TRIAL_CPU = 0.1
@@ -45,6 +46,58 @@ TRIAL_CPU = 0.1
 
 def trial_name(index: int) -> str:
     return f"t{index:03d}"
+
+
+def trial_label(index: int, points: list[dict[str, Any]], members: list[RaysaeConfig]) -> str:
+    """`t001 topk sae.k=64`: the trial and what its SAEs are (` | ` between a population's)."""
+    what = " | ".join(point_label(p, m.sae.architecture) for p, m in zip(points, members, strict=True))
+    return f"{trial_name(index)} {what}"
+
+
+class _TrialNames:
+    """Tune's name (and folder) of a trial: its label (`t001_topk_sae.k=64`), not `DEFAULT_…`."""
+
+    def __init__(self, labels: list[str]):
+        self.labels = labels
+
+    def __call__(self, trial) -> str:
+        return re.sub(r"[^\w.=-]+", "_", self.labels[trial.config["trial"]])[:100]
+
+
+def _trial_progress(labels: list[str], totals: list[int]):
+    """A Tune callback in the driver printing each trial's training progress (`raysae.progress`)
+    from the results its Train run reports (tokens, last loss and L0)."""
+    from ray.tune import Callback
+
+    class TrialProgress(Callback):
+        def __init__(self):
+            self.meters: dict[int, progress.Progress] = {}
+
+        def __getstate__(self) -> dict:  # Tune pickles its callbacks with the experiment
+            return {}
+
+        def __setstate__(self, state: dict) -> None:
+            self.meters = {}
+
+        def meter(self, trial) -> progress.Progress:
+            i = trial.config["trial"]
+            if i not in self.meters:
+                self.meters[i] = progress.Progress(f"training {labels[i]}", totals[i])
+            return self.meters[i]
+
+        def on_trial_start(self, iteration, trials, trial, **info):
+            self.meter(trial).update(0)
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            self.meter(trial).update(int(result.get("tokens", 0)), result.get("progress_note", ""))
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            self.meter(trial).close()
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            self.meter(trial).close("failed")
+
+    return TrialProgress()
 
 
 def trial_resources(cfg: RaysaeConfig) -> tuple[float, float]:
@@ -140,8 +193,12 @@ def _scheduler(cfg: RaysaeConfig):
 class Trial:
     """The Tune trainable: trial `config["trial"]` trains its SAEs with Ray Train."""
 
-    def __init__(self, trials: list[list[RaysaeConfig]], run: RunDir, parent_run_id: str | None):
-        self.trials, self.run, self.parent_run_id = trials, run, parent_run_id
+    __name__ = "raysae_trial"  # Tune names trials after it, and warns when there is none
+
+    def __init__(
+        self, trials: list[list[RaysaeConfig]], run: RunDir, parent_run_id: str | None, labels: list[str]
+    ):
+        self.trials, self.run, self.parent_run_id, self.labels = trials, run, parent_run_id, labels
 
     def __call__(self, config: dict) -> None:
         from ray.tune.integration.ray_train import TuneReportCallback
@@ -158,6 +215,8 @@ class Trial:
             callbacks=[TuneReportCallback()],
             parent_run_id=self.parent_run_id,
             ranked=True,
+            progress_lines=False,  # the sweep's driver prints them (_trial_progress)
+            label=self.labels[index],
         )
 
 
@@ -206,10 +265,9 @@ def _parent_run(cfg: RaysaeConfig, run: RunDir, record: dict[str, Any], n_trials
         )
         record["mlflow_parent_run_id"] = parent.info.run_id
         filesystem.write_bytes(run.sweep_record, json.dumps(record, indent=1).encode())
-        params = {**flat_params(cfg), "sweep.trials": str(n_trials)}
-        for path, dim in cfg.sweep.search_space.items():
-            params[f"sweep.search_space.{path}"] = json.dumps({dim.kind: dim.values})
+        params = {**flat_params(cfg), "sweep.trials": str(n_trials), **search_space_params(cfg)}
         log_batch(client, parent.info.run_id, params=params)
+        log_file(client, parent.info.run_id, run.config)  # written just before, by _run_held
     return client, record["mlflow_parent_run_id"]
 
 
@@ -256,7 +314,8 @@ def _check_inputs(cfg: RaysaeConfig, trials: list[list[RaysaeConfig]]) -> None:
     widths, MLflow and the store (`raysae.preflight`); the run directory's storage."""
     for members in trials:
         check_population(members)
-    check_inputs(cfg, [m for members in trials for m in members], store=True)
+    with progress.quiet_stdout():  # loading the model on the driver: TransformerLens prints
+        check_inputs(cfg, [m for members in trials for m in members], store=True)
 
 
 def run_sweep(cfg: RaysaeConfig, *, command: str = "python -m raysae.sweep") -> tuple[list[dict], RunDir]:
@@ -287,6 +346,7 @@ def _run_held(
     n_parallel: int,
 ) -> list[dict]:
     from ray import tune
+    from ray.tune.logger import JsonLoggerCallback
 
     record = _check_same_sweep(run, groups)
     write_config(cfg, run.root)
@@ -297,7 +357,12 @@ def _run_held(
     client, parent_id = _parent_run(cfg, run, record, len(trials))
 
     keep_working_directory()
-    trainable = tune.with_resources(Trial(trials, run, parent_id), {"cpu": TRIAL_CPU})
+    labels = [
+        trial_label(i, points, members)
+        for i, (points, members) in enumerate(zip(groups, trials, strict=True))
+    ]
+    totals = [members[0].train.total_tokens for members in trials]
+    trainable = tune.with_resources(Trial(trials, run, parent_id, labels), {"cpu": TRIAL_CPU})
     tune_dir = run.path(RunDir.TUNE)
     if tune.Tuner.can_restore(tune_dir):
         log.info("resuming the sweep from %s", tune_dir)
@@ -311,8 +376,18 @@ def _run_held(
                 mode=cfg.sweep.mode,
                 scheduler=_scheduler(cfg),
                 max_concurrent_trials=n_parallel,
+                trial_name_creator=_TrialNames(labels),
+                trial_dirname_creator=_TrialNames(labels),
             ),
-            run_config=tune.RunConfig(name=RunDir.TUNE, storage_path=run.root, verbose=1),
+            # verbose=0: no table (raysae prints each trial's progress); Tune's logger callbacks
+            # are off (TUNE_DISABLE_AUTO_CALLBACK_LOGGERS, raysae.progress): MLflow has the metrics.
+            run_config=tune.RunConfig(
+                name=RunDir.TUNE,
+                storage_path=run.root,
+                verbose=1 if progress.verbose() else 0,
+                # result.json, which Tune's results read back (the other loggers are off)
+                callbacks=[JsonLoggerCallback(), _trial_progress(labels, totals)],
+            ),
         )
     with _TuneStopsOnSignals() as stop:
         grid = tuner.fit()

@@ -67,17 +67,23 @@ def log_progress(
     m: StepMetrics, total: int, started: float, *, label: str = "", tokens_at_start: int = 0
 ) -> None:
     """One progress line; tokens/s counts the tokens trained since `started` (after a resume,
-    those beyond `tokens_at_start`)."""
+    those beyond `tokens_at_start`), and the ETA follows from it."""
     elapsed = time.perf_counter() - started
+    rate = (m.tokens - tokens_at_start) / max(elapsed, 1e-9)
+    eta = f"{(total - m.tokens) / rate:.0f} s" if rate > 0 else "-"
     log.info(
-        "%sstep %d  tokens %d/%d (%.0f%%)  %.0f tok/s  loss %.4g  mse %.4g  l0 %.1f",
+        "%sstep %d  tokens %d/%d (%.0f%%)  %.0f tok/s  ETA %s  %s",
         label,
         m.step,
         m.tokens,
         total,
         100 * m.tokens / total,
-        (m.tokens - tokens_at_start) / max(elapsed, 1e-9),
-        float(m.loss),
-        float(m.mse_loss),
-        float(m.l0),
+        rate,
+        eta,
+        step_note(m),
     )
+
+
+def step_note(m: StepMetrics) -> str:
+    """A step's loss, MSE and L0, as a progress line shows them."""
+    return f"loss {float(m.loss):.4g}, mse {float(m.mse_loss):.4g}, L0 {float(m.l0):.1f}"
