@@ -151,6 +151,12 @@ def train_loop_per_worker(config: dict) -> None:
         torch.set_num_threads(max(1, round(t.workers.cpus)))
     progress.setup_logging()
     quiet_ray()
+    if not progress.verbose():
+        # Ray Train logs every report's whole TrainingReport(...) at INFO, on a logger named
+        # after its file (so neither the `ray` logger's level nor Train's logging_config holds it).
+        from ray.train.v2._internal.execution import context as train_context
+
+        logging.getLogger(train_context.__file__).setLevel(logging.WARNING)
     torch.manual_seed(t.seed)
 
     restored = _restore()
