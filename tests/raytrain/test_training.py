@@ -63,14 +63,18 @@ def test_one_worker_run_writes_the_sae_and_tracks_it_in_mlflow(one_worker):
     run = client.get_run(rec["mlflow_run_id"])
     assert run.info.status == "FINISHED" and run.info.run_name == "one/train"
     assert run.data.params["sae.k"] == "4" and run.data.metrics["fvu"] == pytest.approx(row["fvu"])
-    assert [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")] == [
-        2048,
-        4096,
-        6144,
-        8192,
-    ]
+    # Curves by optimizer step (256-row batches, logged every 8 steps), tokens a metric of its own.
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")] == [8, 16, 24, 32]
+    tokens = client.get_metric_history(run.info.run_id, "tokens")
+    assert [(m.step, m.value) for m in tokens] == [(8, 2048), (16, 4096), (24, 6144), (32, 8192)]
+    for key in ("fvu", "mse", "l0", "ce_loss_recovered"):  # final metrics: one point, at the last step
+        assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == [32], key
+    assert run.data.tags["raysae.sae_id"] == "one/train" and run.data.tags["raysae.architecture"] == "topk"
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "sae")}
     assert {"sae/cfg.json", "sae/sae_weights.safetensors", "sae/raysae.json"} <= artifacts
+    assert "config.yaml" in {a.path for a in client.list_artifacts(run.info.run_id)}
+    experiment = client.get_experiment(run.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
 
 
 def test_two_workers_reach_the_loss_of_one(one_worker, two_workers):

@@ -66,6 +66,13 @@ def test_sweep_has_an_mlflow_parent_run_with_a_child_per_sae(sweep):
     experiment = client.get_experiment_by_name("sweep")
     children = client.search_runs([experiment.experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'")
     assert sorted(c.info.run_name for c in children) == sorted(r["sae_id"] for r in rows)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert "config.yaml" in {a.path for a in client.list_artifacts(parent_id)}
+    swept = {r["sae_id"]: (r["sae.architecture"], r["train.lr"]) for r in rows}
+    for child in children:  # each SAE's run is tagged with its swept values
+        tags = child.data.tags
+        assert (tags["sae.architecture"], tags["train.lr"]) == swept[child.info.run_name]
+        assert tags["raysae.architecture"] == tags["sae.architecture"]
 
 
 def test_sweep_analyses_the_frontier_into_the_store(sweep):
