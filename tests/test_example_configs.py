@@ -34,9 +34,9 @@ TINY = [
 
 
 def command_of(example: Path) -> list[str]:
-    """The `python -m raysae.<cmd> examples/...` line the example's header documents."""
-    line = next(t for t in example.read_text().splitlines() if t.startswith("#   python -m raysae."))
-    return line[len("#   python ") :].split()
+    """The `raysae <cmd> examples/...` line the example's header documents."""
+    line = next(t for t in example.read_text().splitlines() if t.startswith("#   raysae "))
+    return line[len("#   ") :].split()
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +54,8 @@ def run(offline_assets, tmp_path_factory, ray_local):
             args = args[: args.index("--sae")]
         args += list(extra)
         done = subprocess.run(
-            [sys.executable, *args, *[a for o in overrides for a in ("--set", o)]],
+            # `python -m raysae` is the `raysae` command, run by this test's Python.
+            [sys.executable, "-m", *args, *[a for o in overrides for a in ("--set", o)]],
             cwd=ROOT,
             env=env,
             capture_output=True,

@@ -78,7 +78,12 @@ def test_every_file_the_cluster_commands_name_exists():
         (CLUSTER / f).read_text() for f in ("README.md", "gpu.yaml", "rayjob.yaml", "Dockerfile")
     )
     named = set(re.findall(r"\b((?:cluster|raysae/configs)/[\w.-]+\.(?:yaml|md)|cluster/Dockerfile)\b", text))
-    assert {"cluster/gpu.yaml", "cluster/rayjob.yaml", "raysae/configs/topk.yaml", "cluster/Dockerfile"} <= named
+    assert {
+        "cluster/gpu.yaml",
+        "cluster/rayjob.yaml",
+        "raysae/configs/topk.yaml",
+        "cluster/Dockerfile",
+    } <= named
     for path in named:
         assert (ROOT / path).is_file(), path
     for line in (CLUSTER / "Dockerfile").read_text().splitlines():
