@@ -26,7 +26,9 @@ def describe(model: type[BaseModel] = RaysaeConfig, prefix: str = "") -> list[st
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = config_parser("config")
-    parser.add_argument("--describe", action="store_true", help="list every field with its default and description")
+    parser.add_argument(
+        "--describe", action="store_true", help="list every field with its default and description"
+    )
     args = parser.parse_args(argv)
     if args.describe:
         print("\n".join(describe()))
