@@ -40,6 +40,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     # Options before the command's name are raysae's own (--help, --version, --verbose); everything
     # after it is the command's, parsed by the command itself.
     at = next((i for i, arg in enumerate(argv) if not arg.startswith("-")), len(argv))
+    if not argv:  # a bare `raysae`: what there is to run, not just "COMMAND is required"
+        parser(entry).print_help(sys.stderr)
+        sys.exit(2)
     name = parser(entry).parse_args(argv[: at + 1]).command
     set_entry(entry)
     module = COMMANDS[name].module

@@ -175,3 +175,10 @@ def test_init_writes_a_packaged_config_and_never_overwrites(tmp_path, monkeypatc
     with pytest.raises(SystemExit) as info:
         entry.main(["init", "topk"])
     assert info.value.code == 2 and "topk.yaml exists; not overwriting it" in capsys.readouterr().err
+
+
+def test_a_bare_raysae_lists_the_commands(capsys):
+    with pytest.raises(SystemExit) as info:
+        entry.main([])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and all(f"\n  {name} " in err for name in COMMANDS)
