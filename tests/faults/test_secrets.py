@@ -151,7 +151,8 @@ def test_planted_passwords_appear_nowhere(train_config, ray_local, mlflow_server
     runs = {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
     assert runs["secrets/t000"].data.params["store.uri"].startswith("mongodb://***@127.0.0.1:")
     assert runs["secrets/t000"].data.params["tracking.uri"] == tracking_url.replace("http://", "http://***@")
-    assert [a.path for a in client.list_artifacts(runs["secrets/t000"].info.run_id)] == ["sae"]
+    # Its config.yaml is among the files scanned for leaks below (the MLflow server's artifacts).
+    assert [a.path for a in client.list_artifacts(runs["secrets/t000"].info.run_id)] == ["config.yaml", "sae"]
     store = pymongo.MongoClient(password_store, serverSelectionTimeoutMS=10_000)["raysae_secrets"]
     assert store.saes.find_one({"_id": "secrets/t000"})["analysis"]["finished_at"] is not None
     assert store.features.count_documents({"sae_id": "secrets/t000"}) == 32 * cfg.sae.expansion_factor
