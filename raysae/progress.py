@@ -136,6 +136,16 @@ def quiet_stdout() -> Iterator[None]:
         yield
 
 
+def _unsized_terminal() -> dict[str, int]:
+    """tqdm's width and height where the terminal states no size (a pty nobody sized, `script`
+    without a terminal): tqdm reads 0 × 0 there and draws nothing at all."""
+    try:
+        size = os.get_terminal_size(sys.stderr.fileno())
+    except OSError:
+        return {"ncols": 100, "nrows": 40}
+    return {} if size.columns > 0 and size.lines > 0 else {"ncols": 100, "nrows": 40}
+
+
 def _duration(seconds: float) -> str:
     seconds = int(round(seconds))
     h, rest = divmod(seconds, 3600)
@@ -169,7 +179,9 @@ class Progress:
         if interactive():
             from tqdm import tqdm
 
-            self._bar = tqdm(total=self.total, desc=what, unit=unit, unit_scale=True, file=sys.stderr)
+            self._bar = tqdm(
+                total=self.total, desc=what, unit=unit, unit_scale=True, file=sys.stderr, **_unsized_terminal()
+            )
 
     def rate(self) -> float:
         if self._first is None:
