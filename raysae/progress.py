@@ -136,14 +136,15 @@ def quiet_stdout() -> Iterator[None]:
         yield
 
 
-def _unsized_terminal() -> dict[str, int]:
-    """tqdm's width and height where the terminal states no size (a pty nobody sized, `script`
-    without a terminal): tqdm reads 0 × 0 there and draws nothing at all."""
+def _unsized_terminal() -> tuple[int | None, int | None]:
+    """tqdm's width and height, (None, None) to let it read the terminal's, or 100 x 40 where the
+    terminal states no size (a pty nobody sized, `script` without a terminal): tqdm reads 0 x 0
+    there and draws nothing at all."""
     try:
         size = os.get_terminal_size(sys.stderr.fileno())
     except OSError:
-        return {"ncols": 100, "nrows": 40}
-    return {} if size.columns > 0 and size.lines > 0 else {"ncols": 100, "nrows": 40}
+        return 100, 40
+    return (None, None) if size.columns > 0 and size.lines > 0 else (100, 40)
 
 
 def _duration(seconds: float) -> str:
@@ -179,8 +180,15 @@ class Progress:
         if interactive():
             from tqdm import tqdm
 
+            ncols, nrows = _unsized_terminal()
             self._bar = tqdm(
-                total=self.total, desc=what, unit=unit, unit_scale=True, file=sys.stderr, **_unsized_terminal()
+                total=self.total,
+                desc=what,
+                unit=unit,
+                unit_scale=True,
+                file=sys.stderr,
+                ncols=ncols,
+                nrows=nrows,
             )
 
     def rate(self) -> float:
