@@ -17,6 +17,7 @@ import io
 import logging
 import os
 import sys
+import threading
 import time
 from collections.abc import Iterator
 
@@ -120,9 +121,32 @@ def quiet_ray_loggers() -> None:
     cleaner = logging.getLogger("ray.train.v2._internal.execution.controller.placement_group_cleaner")
     if not any(isinstance(f, _NoStateApiWarning) for f in cleaner.filters):
         cleaner.addFilter(_NoStateApiWarning())
+    if threading.excepthook is not _cleaner_excepthook:
+        global _previous_excepthook
+        _previous_excepthook = threading.excepthook
+        threading.excepthook = _cleaner_excepthook
     # Progress bars are off on purpose: Ray Data need not say so in every process.
     log_once("ray_data_progress_manager_disabled")
     ray.data.DataContext.get_current().enable_progress_bars = False
+
+
+_previous_excepthook = threading.excepthook
+
+
+def _cleaner_excepthook(args: threading.ExceptHookArgs) -> None:
+    """Ray Train's placement-group cleaner (a safety net that removes a trial's placement group
+    if its controller dies) asks the State API for "the" Ray cluster every few seconds; with two
+    Rays on one host (two local sweeps on a workstation, a test Ray beside a command's own) that
+    raises `ConnectionError: Found multiple active Ray instances` and its thread dies with a
+    traceback in the command's output. Training is unaffected: one warning line instead."""
+    thread = args.thread.name if args.thread is not None else ""
+    if thread == "PlacementGroupCleanerMonitor" and isinstance(args.exc_value, ConnectionError):
+        logging.getLogger("raysae.ray").warning(
+            "Ray Train's placement-group cleaner stopped (%s); training goes on",
+            str(args.exc_value).split(".")[0],
+        )
+        return
+    _previous_excepthook(args)
 
 
 @contextlib.contextmanager
