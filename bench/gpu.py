@@ -55,7 +55,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=4096)
     p.add_argument("--warmup", type=int, default=10, help="untimed steps before each timed window")
     p.add_argument("--steps", type=int, default=50, help="timed steps per bare-step row")
-    p.add_argument("--train-tokens", type=int, default=40_000_000, help="per Ray Train run")
+    p.add_argument("--train-tokens", type=int, default=20_000_000, help="per Ray Train run")
     p.add_argument("--cache-tokens", type=int, default=2_000_000, help="rows of the bf16 cache")
     p.add_argument("--live-tokens", type=int, default=8_000_000, help="live generation + training")
     p.add_argument("--population", type=int, default=8, help="K")
@@ -108,7 +108,9 @@ def cache_config(args, work: Path, name: str, *extra: str):
     on the offline assets, a GPU worker, bf16 training."""
     import ray_train
 
-    tok, corpus = offline_assets(work, args.cache_tokens + args.live_tokens + 2_000_000)
+    # Each section packs from the corpus' start; the sum with 5 % spare (BOS positions, the
+    # held-out shard) covers either.
+    tok, corpus = offline_assets(work, int(1.05 * (args.cache_tokens + 65536 + args.live_tokens)))
     shape = SimpleNamespace(
         d_in=768,
         expansion=8,
@@ -146,8 +148,11 @@ def ray_sections(args, device: torch.device, work: Path) -> list[dict]:
     bare = tokens_per_s(
         raysae_trainer(768, 6144, 32, args.batch, "bf16", device, data[0]).step, data, device, 10, 50
     )
+    one = None
+    if want & {"raytrain", "population"}:
+        one, e2e = ray_train.ray_run(base, work, "single")  # also the population's baseline
     if "raytrain" in want:
-        steady, e2e = ray_train.ray_run(base, work, "single")
+        steady = one
         rows.append(row("bare step bf16, d 768 x 6,144 k 32 (baseline)", bare, "tok/s", bare))
         rows.append(row("Ray Train from the bf16 cache, steady", steady, "tok/s", bare))
         rows.append(row("Ray Train from the bf16 cache, end to end", e2e, "tok/s", bare))
@@ -160,7 +165,7 @@ def ray_sections(args, device: torch.device, work: Path) -> list[dict]:
         members = ", ".join(f"{{train.lr: {3e-4 * (1 + i / k):.6f}}}" for i in range(k))
         pop = cache_config(args, work, "population", f"train.population=[{members}]")
         pop_steady, _ = ray_train.ray_run(pop, work, "population")
-        one, _ = ray_train.ray_run(base, work, "one")
+        assert one is not None
         rows.append(row("1 SAE through Ray Train, steady (baseline)", one, "SAE-tok/s", one))
         rows.append(row(f"population K={k} through Ray Train, steady", k * pop_steady, "SAE-tok/s", one))
     return rows
@@ -194,6 +199,18 @@ def cache_reads(cfg, directory: str, device: torch.device) -> list[dict]:
     ]
 
 
+def live_config(args, work: Path):
+    """GPT-2-small-shaped random model (12 x 768, 12 heads, vocab 50,257, contexts of 1,024),
+    hooked after block 6 (TransformerLens stop_at_layer=7: blocks 0-6 run), 32 contexts per
+    forward, on an actor holding half the card."""
+    return cache_config(
+        args, work, "live", "activations.source=live", "model.random.n_layers=12",
+        "model.random.n_ctx=1024", "model.random.d_vocab=50257", "data.context_size=1024",
+        "activations.model_batch_size=32", "activations.actors.gpus=0.5",
+        "model.hook_point=blocks.6.hook_resid_post", f"activations.n_tokens={args.live_tokens}",
+    )  # fmt: skip
+
+
 def live(args, work: Path, device: torch.device) -> list[dict]:
     """Section 4: GPT-2-small-shaped random model on a Ray Data GPU actor (0.5 GPU) feeding
     bf16 training in this process on the same card, against the bare forward alone."""
@@ -201,13 +218,8 @@ def live(args, work: Path, device: torch.device) -> list[dict]:
     from raysae.activations.generation import live_dataset
     from raysae.activations.language_model import hook_activations
 
-    hook = "blocks.6.hook_resid_post"  # TransformerLens stop_at_layer=7: blocks 0-6 run
-    cfg = cache_config(
-        args, work, "live", "activations.source=live", "model.random.n_layers=12",
-        "model.random.n_ctx=1024", "model.random.d_vocab=50257", "data.context_size=1024",
-        "activations.model_batch_size=32", "activations.actors.gpus=0.5", f"model.hook_point={hook}",
-        f"activations.n_tokens={args.live_tokens}",
-    )  # fmt: skip
+    cfg = live_config(args, work)
+    hook = cfg.model.hook_point
     model = load_model(cfg.model, device)
     tokens = torch.randint(0, 2000, (32, 1024), device=device)
     fwd = tokens_per_s(lambda t: hook_activations(model, t, [hook]), [tokens], device, 3, 20)

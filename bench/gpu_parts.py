@@ -32,7 +32,7 @@ def missing() -> list[str]:
             f"no CUDA device: torch {torch.__version__} sees none (torch.cuda.is_available() is False)"
         )
     if importlib.util.find_spec("triton") is None:
-        lacks.append("no Triton: `import triton` fails (pip install 'triton>=3.5')")
+        lacks.append("no Triton: `import triton` fails (pip install -e '.[gpu]', i.e. triton>=3.5)")
     return lacks
 
 

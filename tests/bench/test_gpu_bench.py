@@ -101,6 +101,21 @@ def test_ray_section_configs_validate(tmp_path):
     assert base.activations.dtype == "bfloat16" and base.train.precision == "bf16"
     assert base.train.workers.gpu and base.activations.actors.gpus == 1
     assert base.model.random.d_model == 768 and base.sae.k == 32
+    # the bench's overrides win over bench/ray_train.py's (later ones replace earlier ones)
+    assert base.activations.n_tokens == 4096 + 65536 and base.model.random.n_heads == 12
+    assert base.train.total_tokens == args.train_tokens
     assert (tmp_path / "tokenizer" / "tokenizer.json").exists()
     pop = gpu.cache_config(args, tmp_path, "population", "train.population=[{train.lr: 0.001}]")
     assert len(pop.train.population) == 1
+
+
+def test_live_config_is_gpt2_small_shaped(tmp_path):
+    from raysae.activations.language_model import stop_layer
+
+    cfg = gpu.live_config(
+        gpu.parse_args(["--out", "x", "--cache-tokens", "4096", "--live-tokens", "4096"]), tmp_path
+    )
+    r = cfg.model.random
+    assert (r.d_model, r.n_layers, r.n_heads, r.n_ctx, r.d_vocab) == (768, 12, 12, 1024, 50257)
+    assert cfg.activations.source == "live" and cfg.activations.actors.gpus == 0.5
+    assert stop_layer([cfg.model.hook_point], r.n_layers) == 7 and cfg.data.context_size == 1024
