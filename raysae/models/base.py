@@ -59,6 +59,9 @@ class SparseAutoencoder(nn.Module):
     """Keep decoder rows at unit norm during training (removing the parallel gradient)."""
     k: int | None = None
     """Active latents per token in use (the top-k family, which the trainer anneals); None otherwise."""
+    sync_free: bool = False
+    """Take the paths that never read a device value on the host even on the CPU (where such a
+    read is free, so the CPU by default skips work by it); on other devices they always are."""
 
     input_scale: Tensor
     """Multiplies raw inputs; 1 once folded into the weights."""
@@ -132,7 +135,10 @@ class SparseAutoencoder(nn.Module):
 
     # --- the forward pass --------------------------------------------------
     def pre_activation(self, x_scaled: Tensor) -> Tensor:
-        return (x_scaled - self.b_dec) @ self.W_enc + self.b_enc
+        # The bias is added in the matmul's dtype: under bf16 autocast the fp32 bias would
+        # otherwise promote the pre-activations (and the top-k over them) back to fp32.
+        h = (x_scaled - self.b_dec) @ self.W_enc
+        return h + self.b_enc.to(h.dtype)
 
     def activate(self, pre: Tensor) -> Tensor:
         """Pre-activations -> feature activations (training or inference mode)."""
@@ -160,8 +166,10 @@ class SparseAutoencoder(nn.Module):
         acts, penalty = self.activate_and_penalize(pre)
         recon_n = acts @ self.W_dec + self.b_dec
         mse = (recon_n - x_n).pow(2).sum(-1).mean()
-        sparsity = penalty * sparsity_scale
+        # The loss terms in the reconstruction's dtype (fp32 under bf16 autocast, as `b_dec` is).
+        sparsity = penalty.to(mse.dtype) * sparsity_scale
         aux = self.aux_loss(x_n, recon_n, pre, dead_mask) if dead_mask is not None else mse.new_zeros(())
+        aux = aux.to(mse.dtype)
         return ForwardOutput(recon_n / self.input_scale, acts, mse + sparsity + aux, mse, sparsity, aux)
 
     def activate_and_penalize(self, pre: Tensor) -> tuple[Tensor, Tensor]:
@@ -193,7 +201,8 @@ class SparseAutoencoder(nn.Module):
         """Apply a step's `batch_statistics` (summed over workers), which covered `tokens`
         training tokens in all: latents that fired anywhere restart their dead count."""
         self.tokens_since_fired += tokens
-        self.tokens_since_fired[stats[: self.d_sae] > 0] = 0
+        # masked_fill_, not boolean indexing: indexing with a mask reads its count on the host.
+        self.tokens_since_fired.masked_fill_(stats[: self.d_sae] > 0, 0)
 
     # --- constraints and folding ----------------------------------------------
     @torch.no_grad()
@@ -205,10 +214,17 @@ class SparseAutoencoder(nn.Module):
         g -= (g * w).sum(-1, keepdim=True) * w / w.pow(2).sum(-1, keepdim=True)
 
     @torch.no_grad()
-    def after_optimizer_step(self) -> None:
-        """Re-impose constraints the optimiser step may have broken (unit-norm decoder rows)."""
+    def after_optimizer_step(self, applied: Tensor | None = None) -> None:
+        """Re-impose constraints the optimiser step may have broken (unit-norm decoder rows).
+
+        `applied` (a bool scalar tensor) is False when the optimiser skipped the step (a
+        non-finite loss): then nothing changes, not even by rounding, decided on the device.
+        """
         if self.unit_norm_decoder:
-            self.W_dec /= self.W_dec.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+            norm = self.W_dec.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+            if applied is not None:
+                norm = torch.where(applied, norm, torch.ones_like(norm))
+            self.W_dec /= norm
 
     @torch.no_grad()
     def fold_input_scale(self) -> None:

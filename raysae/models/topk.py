@@ -51,13 +51,25 @@ class TopKSAE(SparseAutoencoder):
         return f"{super().extra_repr()}, k={self.k}"
 
     def aux_loss(self, x_n: Tensor, recon_n: Tensor, pre: Tensor, dead_mask: Tensor) -> Tensor:
-        n_dead = int(dead_mask.sum())
-        if self.cfg.aux_coefficient == 0 or n_dead == 0:
+        if self.cfg.aux_coefficient == 0:
             return x_n.new_zeros(())
-        aux_acts = topk_relu(pre.masked_fill(~dead_mask, float("-inf")), min(self.k_aux, n_dead))
+        if pre.device.type == "cpu" and not self.sync_free:
+            # On the CPU reading the dead count costs nothing, and skipping the term when no
+            # latent is dead (most steps of a healthy run) saves its top-k and decode.
+            n_dead = int(dead_mask.sum())
+            if n_dead == 0:
+                return x_n.new_zeros(())
+            k_aux = min(self.k_aux, n_dead)
+        else:
+            # Without reading the count on the host: a fixed k_aux over pre-activations with the
+            # live latents at -inf, so the picks beyond the dead ones are relu(-inf) = 0 (the
+            # same activations as top-min(k_aux, n_dead)), and no dead latent gives exactly 0.
+            k_aux = self.k_aux
+        aux_acts = topk_relu(pre.masked_fill(~dead_mask, float("-inf")), k_aux)
         residual = (x_n - recon_n).detach()
         aux_recon = aux_acts @ self.W_dec
-        return self.cfg.aux_coefficient * (aux_recon - residual).pow(2).sum(-1).mean()
+        loss = self.cfg.aux_coefficient * (aux_recon - residual).pow(2).sum(-1).mean()
+        return torch.where(dead_mask.any(), loss, torch.zeros_like(loss))
 
     def saelens_cfg_extra(self) -> dict[str, Any]:
         return {"k": self.cfg.k, "rescale_acts_by_decoder_norm": False}

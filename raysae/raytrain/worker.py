@@ -284,6 +284,8 @@ def train_loop_per_worker(config: dict) -> None:
         if job.on_step is not None:
             job.on_step(rank, tokens)
         due = [k for k, at in next_report.items() if tokens >= at]
+        if due:  # read the members' on-device finite flags before evaluating or saving them
+            population.check_finite()
         if due and not population.done:
             for k in due:
                 next_report[k] = (tokens // intervals[k] + 1) * intervals[k]
