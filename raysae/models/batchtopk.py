@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
+from raysae.models.base import ForwardOutput
+from raysae.models.sparse import ActiveLatents
 from raysae.models.topk import TopKSAE
 
 if TYPE_CHECKING:
@@ -43,6 +45,20 @@ class BatchTopKSAE(TopKSAE):
         n_keep = min(self.k * (flat.numel() // self.d_sae), flat.numel())
         values, indices = flat.topk(n_keep, sorted=False)
         return torch.zeros_like(flat).scatter_(0, indices, values).reshape(acts.shape)
+
+    def activate_sparse(self, pre: Tensor) -> ActiveLatents | None:
+        if not self.training:
+            return None  # the threshold keeps a count per token known only after the fact
+        flat = pre.relu().reshape(-1)
+        n_keep = min(self.k * (flat.numel() // self.d_sae), flat.numel())
+        values, positions = flat.topk(n_keep, sorted=False)
+        return ActiveLatents.flat(positions, values, flat.numel() // self.d_sae, self.d_sae)
+
+    @torch.no_grad()
+    def step_statistics(self, out: ForwardOutput) -> Tensor:
+        if out.active is None:
+            return self.batch_statistics(out.feature_acts.detach())
+        return torch.cat([out.active.fired(), out.active.smallest_fired()])
 
     @torch.no_grad()
     def batch_statistics(self, feature_acts: Tensor) -> Tensor:

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from raysae.models.base import SparseAutoencoder
+from raysae.models.sparse import ActiveLatents
 
 if TYPE_CHECKING:
     from raysae.config.sae import SAEConfig
@@ -24,6 +25,12 @@ def topk_relu(pre: Tensor, k: int) -> Tensor:
     """Zero all but the k largest entries of the last dim, ReLU the kept ones (as SAELens)."""
     values, indices = pre.topk(k, dim=-1, sorted=False)
     return torch.zeros_like(pre).scatter_(-1, indices, values.relu())
+
+
+def topk_active(pre: Tensor, k: int) -> ActiveLatents:
+    """`topk_relu` as (indices, values): the same top-k call, so the same latents on ties."""
+    values, indices = pre.topk(k, dim=-1, sorted=False)
+    return ActiveLatents(indices, values.relu(), pre.shape[0], pre.shape[-1])
 
 
 class TopKSAE(SparseAutoencoder):
@@ -47,6 +54,9 @@ class TopKSAE(SparseAutoencoder):
     def activate(self, pre: Tensor) -> Tensor:
         return topk_relu(pre, self.k)
 
+    def activate_sparse(self, pre: Tensor) -> ActiveLatents | None:
+        return topk_active(pre, self.k) if pre.ndim == 2 else None
+
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, k={self.k}"
 
@@ -65,9 +75,12 @@ class TopKSAE(SparseAutoencoder):
             # live latents at -inf, so the picks beyond the dead ones are relu(-inf) = 0 (the
             # same activations as top-min(k_aux, n_dead)), and no dead latent gives exactly 0.
             k_aux = self.k_aux
-        aux_acts = topk_relu(pre.masked_fill(~dead_mask, float("-inf")), k_aux)
+        masked = pre.masked_fill(~dead_mask, float("-inf"))
         residual = (x_n - recon_n).detach()
-        aux_recon = aux_acts @ self.W_dec
+        if self.uses_sparse_decode(pre):
+            aux_recon = topk_active(masked, k_aux).decode(self.W_dec)
+        else:
+            aux_recon = topk_relu(masked, k_aux) @ self.W_dec
         loss = self.cfg.aux_coefficient * (aux_recon - residual).pow(2).sum(-1).mean()
         return torch.where(dead_mask.any(), loss, torch.zeros_like(loss))
 

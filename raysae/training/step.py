@@ -131,7 +131,7 @@ class SAETrainer:
         if not self.fused:  # no device-side skip: read the flag now, before anything changes
             self.check_finite()
         running = [(b, b.clone()) for b in sae.buffers()]
-        stats = sae.batch_statistics(out.feature_acts.detach())
+        stats = sae.step_statistics(out)
         if self.world_size > 1:
             dist.all_reduce(stats)
         sae.update_running_state(stats, tokens=batch.shape[0] * self.world_size)
@@ -158,7 +158,7 @@ class SAETrainer:
         self.steps += 1
         self.tokens_seen += rows
         health.advance(rows)
-        l0 = (out.feature_acts.detach() > 0).sum(-1).float().mean()
+        l0 = out.l0()
         metrics = StepMetrics(
             self.steps,
             self.tokens_seen,

@@ -52,12 +52,14 @@ def test_the_host_read_detector_sees_reads():
     assert len(reads.calls) == 5
 
 
+@pytest.mark.parametrize("sparse", [True, False])
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 @pytest.mark.parametrize("architecture", ARCHITECTURES)
-def test_a_step_reads_nothing_on_the_host(planted, architecture, precision):
+def test_a_step_reads_nothing_on_the_host(planted, architecture, precision, sparse):
     # dead_tokens_threshold 1: every latent that did not fire last step is dead, so AuxK runs.
     sae = build_sae(small_sae_config(architecture, dead_tokens_threshold=1), 64)
     sae.sync_free = True  # the GPU's paths, on the CPU (where AuxK may read its dead count)
+    sae.sparse_decode = sparse
     trainer = SAETrainer(sae, small_train_config(log_every_steps=1000, precision=precision))
     batches = list(planted.batches(256, 256 * 5, seed=4))
     sae.initialize_from_batch(batches[0])
@@ -81,7 +83,9 @@ def test_bf16_forward_and_gradients_agree_with_fp32(planted, architecture):
     dead = torch.rand(sae.d_sae, generator=torch.Generator().manual_seed(1)) < 0.5
 
     def run(autocast: bool):
+        # The reference: fp32 and the dense decode; against it bf16 with the sparse decode.
         sae.zero_grad(set_to_none=True)
+        sae.sparse_decode = autocast
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
             out = sae(x, dead_mask=dead)
         out.loss.backward()
