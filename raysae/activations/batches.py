@@ -17,14 +17,28 @@ from raysae.activations.generation import from_storage
 
 
 def iter_activation_batches(
-    ds, batch_size: int, *, dtype: str = "float32", drop_last: bool = False, prefetch_blocks: int = 2
+    ds,
+    batch_size: int,
+    *,
+    dtype: str = "float32",
+    drop_last: bool = False,
+    prefetch_blocks: int = 2,
+    device: torch.device | None = None,
 ) -> Generator[torch.Tensor, None, None]:
     """`[batch_size, d_model]` tensors from a Ray Dataset or a Ray Train dataset shard
     (`DataIterator`) with an `acts` column; `prefetch_blocks` are read ahead.
+
+    With a CUDA `device`, Ray's reader threads copy each block into pinned memory and queue
+    its copy to the device (non-blocking), `prefetch_blocks` ahead of the consumer, so the
+    training thread never waits on a host copy; the stored dtype travels as is (a bf16 cache
+    stays bf16, 2 bytes a value, viewed as bf16 on the device). Otherwise (CPU) the call is
+    the one it always was, Ray's default placement.
     """
     pending: list[torch.Tensor] = []
     n = 0
-    blocks = ds.iter_torch_batches(batch_size=None, prefetch_batches=prefetch_blocks)
+    cuda = device is not None and device.type == "cuda"
+    transfer = {"device": device, "pin_memory": True} if cuda else {}
+    blocks = ds.iter_torch_batches(batch_size=None, prefetch_batches=prefetch_blocks, **transfer)
     for block in blocks:
         acts = from_storage(block["acts"], dtype)
         pending.append(acts)

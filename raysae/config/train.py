@@ -6,7 +6,7 @@ whether a resumed run may change it (`raysae.config.base.Scope`).
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
@@ -55,6 +55,10 @@ class TrainConfig(ScopedSection):
 
     device: Annotated[str, OPERATIONAL] = "auto"
     """Torch device of the bare loop: `auto` (cuda when available), `cpu`, `cuda`, `cuda:1`, ..."""
+
+    precision: Annotated[Literal["fp32", "bf16"], OPERATIONAL] = "fp32"
+    """Arithmetic of the step: `fp32`, or `bf16` (bf16 matmuls and pre-activations under autocast,
+    fp32 master weights, Adam state and losses; checkpoints are saved in `sae.dtype` either way)."""
 
     log_every_steps: Annotated[int, OPERATIONAL] = Field(default=50, gt=0)
     """Report training metrics every this many steps."""

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
+from raysae.models.base import ForwardOutput
+from raysae.models.sparse import ActiveLatents
 from raysae.models.topk import TopKSAE
 
 if TYPE_CHECKING:
@@ -44,26 +46,41 @@ class BatchTopKSAE(TopKSAE):
         values, indices = flat.topk(n_keep, sorted=False)
         return torch.zeros_like(flat).scatter_(0, indices, values).reshape(acts.shape)
 
+    def activate_sparse(self, pre: Tensor) -> ActiveLatents | None:
+        if not self.training:
+            return None  # the threshold keeps a count per token known only after the fact
+        flat = pre.relu().reshape(-1)
+        n_keep = min(self.k * (flat.numel() // self.d_sae), flat.numel())
+        values, positions = flat.topk(n_keep, sorted=False)
+        return ActiveLatents.flat(positions, values, flat.numel() // self.d_sae, self.d_sae)
+
+    @torch.no_grad()
+    def step_statistics(self, out: ForwardOutput) -> Tensor:
+        if out.active is None:
+            return self.batch_statistics(out.feature_acts.detach())
+        return torch.cat([out.active.fired(), out.active.smallest_fired()])
+
     @torch.no_grad()
     def batch_statistics(self, feature_acts: Tensor) -> Tensor:
         """The firing mask, then [the smallest activation kept in this batch, 1] ([0, 0] when it
-        kept none): summed over workers, the mean of their batch minima."""
-        kept = feature_acts[feature_acts > 0]
-        smallest = torch.zeros(2, dtype=torch.float32, device=feature_acts.device)
-        if kept.numel():
-            smallest[0], smallest[1] = kept.min().float(), 1
+        kept none): summed over workers, the mean of their batch minima. Computed on the device
+        without reading anything on the host (no boolean indexing, no branch on a count)."""
+        fired = feature_acts > 0
+        kept_any = fired.any()
+        smallest = torch.where(fired, feature_acts, float("inf")).min().float()
+        smallest = torch.stack([torch.where(kept_any, smallest, 0.0), kept_any.float()])
         return torch.cat([super().batch_statistics(feature_acts), smallest])
 
     @torch.no_grad()
     def update_running_state(self, stats: Tensor, tokens: int) -> None:
-        """Also moves the inference threshold towards the batch's smallest kept activation (an EMA)."""
+        """Also moves the inference threshold towards the batch's smallest kept activation (an EMA;
+        the first update takes it whole); a batch no worker kept anything in changes nothing."""
         super().update_running_state(stats, tokens)
         total, batches = stats[self.d_sae], stats[self.d_sae + 1]
-        if batches == 0:
-            return
-        m = self.cfg.batchtopk_threshold_momentum if self.threshold_updates > 0 else 0.0
-        self.threshold.mul_(m).add_((1 - m) * (total / batches))
-        self.threshold_updates += 1
+        m = torch.where(self.threshold_updates > 0, self.cfg.batchtopk_threshold_momentum, 0.0)
+        moved = self.threshold * m + (1 - m) * (total / batches.clamp_min(1))
+        self.threshold.copy_(torch.where(batches > 0, moved, self.threshold))
+        self.threshold_updates += (batches > 0).long()
 
     def inference_state(self) -> dict[str, Tensor]:
         state = super().inference_state()

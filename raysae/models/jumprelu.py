@@ -36,7 +36,8 @@ class JumpReLUWithL0(torch.autograd.Function):
         mask = pre > threshold
         ctx.save_for_backward(pre, threshold)
         ctx.bandwidth = bandwidth
-        return pre * mask, mask.sum(-1, dtype=pre.dtype)
+        # The count in at least fp32: bf16 pre-activations (autocast) cannot count past 256 exactly.
+        return pre * mask, mask.sum(-1, dtype=torch.promote_types(pre.dtype, torch.float32))
 
     @staticmethod
     def backward(ctx, grad_acts: Tensor, grad_l0: Tensor):
@@ -74,8 +75,8 @@ class JumpReLUSAE(SparseAutoencoder):
         return self.activate_and_penalize(pre)[0]
 
     @torch.no_grad()
-    def after_optimizer_step(self) -> None:
-        super().after_optimizer_step()
+    def after_optimizer_step(self, applied: Tensor | None = None) -> None:
+        super().after_optimizer_step(applied)
         self.threshold.clamp_(min=self.min_threshold)
 
     def inference_state(self) -> dict[str, Tensor]:

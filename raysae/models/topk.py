@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from raysae.models.base import SparseAutoencoder
+from raysae.models.sparse import ActiveLatents
 
 if TYPE_CHECKING:
     from raysae.config.sae import SAEConfig
@@ -24,6 +25,12 @@ def topk_relu(pre: Tensor, k: int) -> Tensor:
     """Zero all but the k largest entries of the last dim, ReLU the kept ones (as SAELens)."""
     values, indices = pre.topk(k, dim=-1, sorted=False)
     return torch.zeros_like(pre).scatter_(-1, indices, values.relu())
+
+
+def topk_active(pre: Tensor, k: int) -> ActiveLatents:
+    """`topk_relu` as (indices, values): the same top-k call, so the same latents on ties."""
+    values, indices = pre.topk(k, dim=-1, sorted=False)
+    return ActiveLatents(indices, values.relu(), pre.shape[0], pre.shape[-1])
 
 
 class TopKSAE(SparseAutoencoder):
@@ -47,17 +54,35 @@ class TopKSAE(SparseAutoencoder):
     def activate(self, pre: Tensor) -> Tensor:
         return topk_relu(pre, self.k)
 
+    def activate_sparse(self, pre: Tensor) -> ActiveLatents | None:
+        return topk_active(pre, self.k) if pre.ndim == 2 else None
+
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, k={self.k}"
 
     def aux_loss(self, x_n: Tensor, recon_n: Tensor, pre: Tensor, dead_mask: Tensor) -> Tensor:
-        n_dead = int(dead_mask.sum())
-        if self.cfg.aux_coefficient == 0 or n_dead == 0:
+        if self.cfg.aux_coefficient == 0:
             return x_n.new_zeros(())
-        aux_acts = topk_relu(pre.masked_fill(~dead_mask, float("-inf")), min(self.k_aux, n_dead))
+        if pre.device.type == "cpu" and not self.sync_free:
+            # On the CPU reading the dead count costs nothing, and skipping the term when no
+            # latent is dead (most steps of a healthy run) saves its top-k and decode.
+            n_dead = int(dead_mask.sum())
+            if n_dead == 0:
+                return x_n.new_zeros(())
+            k_aux = min(self.k_aux, n_dead)
+        else:
+            # Without reading the count on the host: a fixed k_aux over pre-activations with the
+            # live latents at -inf, so the picks beyond the dead ones are relu(-inf) = 0 (the
+            # same activations as top-min(k_aux, n_dead)), and no dead latent gives exactly 0.
+            k_aux = self.k_aux
+        masked = pre.masked_fill(~dead_mask, float("-inf"))
         residual = (x_n - recon_n).detach()
-        aux_recon = aux_acts @ self.W_dec
-        return self.cfg.aux_coefficient * (aux_recon - residual).pow(2).sum(-1).mean()
+        if self.uses_sparse_decode(pre):
+            aux_recon = topk_active(masked, k_aux).decode(self.W_dec)
+        else:
+            aux_recon = topk_relu(masked, k_aux) @ self.W_dec
+        loss = self.cfg.aux_coefficient * (aux_recon - residual).pow(2).sum(-1).mean()
+        return torch.where(dead_mask.any(), loss, torch.zeros_like(loss))
 
     def saelens_cfg_extra(self) -> dict[str, Any]:
         return {"k": self.cfg.k, "rescale_acts_by_decoder_norm": False}

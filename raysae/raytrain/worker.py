@@ -165,7 +165,12 @@ def train_loop_per_worker(config: dict) -> None:
     start = restored["stream_tokens"] if restored else 0
     stream = _training_stream(base, start, rank, world, device)
     reader = iter_activation_batches(
-        stream, t.batch_size // world, dtype=base.activations.dtype, drop_last=True
+        stream,
+        t.batch_size // world,
+        dtype=base.activations.dtype,
+        drop_last=True,
+        # On CUDA: pinned, non-blocking copies of blocks read ahead (the CPU path is unchanged).
+        device=device,
     )
     batches: Iterator[torch.Tensor] = reader
     d_in = restored["d_in"] if restored else job.d_in
@@ -279,6 +284,8 @@ def train_loop_per_worker(config: dict) -> None:
         if job.on_step is not None:
             job.on_step(rank, tokens)
         due = [k for k, at in next_report.items() if tokens >= at]
+        if due:  # read the members' on-device finite flags before evaluating or saving them
+            population.check_finite()
         if due and not population.done:
             for k in due:
                 next_report[k] = (tokens // intervals[k] + 1) * intervals[k]

@@ -30,7 +30,9 @@ def fit(
     the SAE is already initialised); they are then trained on like any other.
     At the end the input scale is folded into the weights and the SAE is put in
     eval mode, so it reads raw activations. Returns the same SAE object.
-    A non-finite loss raises `NonFiniteLossError` before the step is applied.
+    A non-finite loss raises `NonFiniteLossError` at the next finite-check (the first step,
+    every `log_every_steps`, the end); that step and those after it were never applied,
+    so the SAE holds the last good weights.
     """
     device = resolve_device(train_config.device)
     sae.to(device)

@@ -37,14 +37,13 @@ class Member:
         return self.error is None and not self.trainer.done
 
 
-def nonfinite_hint(batch: Tensor) -> str:
-    """What to do about a member stopped by a non-finite loss: the error is kept in its
-    checkpoint, so a plain rerun reports it again."""
-    bad = int((~torch.isfinite(batch)).reshape(len(batch), -1).any(dim=1).sum())
+def nonfinite_hint(bad_rows: int, rows: int) -> str:
+    """What to do about a member stopped by a non-finite loss whose batch had `bad_rows` of
+    `rows` non-finite: the error is kept in its checkpoint, so a plain rerun reports it again."""
     cause = (
-        f"{bad} of this worker's {len(batch)} batch rows hold NaN or Inf activations (rebuild the cache: "
+        f"{bad_rows} of this worker's {rows} batch rows hold NaN or Inf activations (rebuild the cache: "
         "delete it and rerun `python -m raysae.generate`); "
-        if bad
+        if bad_rows
         else ""
     )
     return (
@@ -62,10 +61,14 @@ class Population:
         self.members = members
         self.stop_on_nonfinite = stop_on_nonfinite
         """Re-raise `NonFiniteLossError` instead of freezing the member (the bare `fit`)."""
+        self._initialized = False
 
     @property
     def initialized(self) -> bool:
-        return all(bool(m.sae.initialized) for m in self.members)
+        # Cached once true, so the loop's per-batch question reads no device flag.
+        if not self._initialized:
+            self._initialized = all(bool(m.sae.initialized) for m in self.members)
+        return self._initialized
 
     @property
     def done(self) -> bool:
@@ -89,14 +92,31 @@ class Population:
             try:
                 out.append(m.trainer.step(batch))
             except NonFiniteLossError as exc:
-                if self.stop_on_nonfinite:
-                    raise
-                m.error = f"non-finite loss: {exc}; {nonfinite_hint(batch)}"
-                log.error("SAE %d of the population stopped, keeping its last good state: %s", i, exc)
+                self._stop(i, m, exc)
                 out.append(None)
         return out
 
+    def check_finite(self) -> None:
+        """Read every member's on-device finite flag (`SAETrainer.check_finite`): a member whose
+        loss went non-finite since the last check is stopped at its last good state (`fit`
+        re-raises). Called before a checkpoint and at the end; the steps call it as they log."""
+        for i, m in enumerate(self.members):
+            if m.error is None:
+                try:
+                    m.trainer.check_finite()
+                except NonFiniteLossError as exc:
+                    self._stop(i, m, exc)
+
+    def _stop(self, i: int, m: Member, exc: NonFiniteLossError) -> None:
+        if self.stop_on_nonfinite:
+            raise exc
+        m.error = f"non-finite loss: {exc}; {nonfinite_hint(exc.bad_rows, exc.rows)}"
+        log.error("SAE %d of the population stopped, keeping its last good state: %s", i, exc)
+
     def state_dict(self) -> list[dict]:
+        """Every member's state, for a checkpoint: checked first, so none holds a step
+        whose loss was not finite."""
+        self.check_finite()
         return [
             {"sae": m.sae.state_dict(), "trainer": m.trainer.state_dict(), "error": m.error}
             for m in self.members
@@ -168,4 +188,5 @@ def train_population(
                 on_step(metrics)
     if index < 0:
         raise ValueError("the activation stream was empty: nothing to train on")
+    population.check_finite()  # the steps since the last check, before anyone saves the SAEs
     return index + 1

@@ -29,7 +29,17 @@ def test_a_population_trains_exactly_what_separate_runs_train(planted):
 
 
 def test_a_diverging_member_is_frozen_and_the_others_go_on(planted):
-    population = Population(members(("topk", {}), ("standard", {})))
+    # The step reads its finite flag every log_every_steps (no host sync in between): with 4,
+    # the poisoned fourth step is found at its own end, and the member is rewound to step 3.
+    population = Population(
+        [
+            Member(
+                build_sae(small_sae_config(arch), 64),
+                small_train_config(total_tokens=20_000, log_every_steps=4),
+            )
+            for arch in ("topk", "standard")
+        ]
+    )
     seen = []
     batches = iter(planted.batches(1000, 20_000, seed=5))
 
