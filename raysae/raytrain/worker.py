@@ -279,8 +279,9 @@ def train_loop_per_worker(config: dict) -> None:
                     last[i] = m
                 if m is not None and m.step % t.log_every_steps == 0:
                     tracker.log_metrics(i, _step_metrics(m), m.step, m.tokens)
-            if meter is not None:
-                meter.update(tokens, note())
+            if meter is not None:  # the note reads the device: only on the steps that log
+                logged = any(m is not None and m.step % t.log_every_steps == 0 for m in metrics)
+                meter.update(tokens, note() if logged else "")
         if job.on_step is not None:
             job.on_step(rank, tokens)
         due = [k for k, at in next_report.items() if tokens >= at]
