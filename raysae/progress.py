@@ -59,9 +59,11 @@ def worker_env() -> dict[str, str]:
     return {VERBOSE_ENV: "1"} if verbose() else dict(QUIET_ENV)
 
 
-class _Handler(logging.StreamHandler):
-    """Writes a record in one write with its newline (Ray's log thread shares the stream), and
-    above a live bar when there is one, so the bar is redrawn below the line, not through it."""
+class _Handler(logging.Handler):
+    """Writes a record to the process's stderr *as it is now* (a test's capture, or a command run
+    in-process after another, may have replaced the one there was at set-up) in one write with
+    its newline (Ray's log thread shares the stream), and above a live bar when there is one, so
+    the bar is redrawn below the line, not through it."""
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -69,10 +71,10 @@ class _Handler(logging.StreamHandler):
             if interactive():
                 from tqdm import tqdm
 
-                tqdm.write(line, file=self.stream)
+                tqdm.write(line, file=sys.stderr)
             else:
-                self.stream.write(line + "\n")
-                self.stream.flush()
+                sys.stderr.write(line + "\n")
+                sys.stderr.flush()
         except Exception:  # logging must never raise into the command
             self.handleError(record)
 
@@ -84,7 +86,7 @@ def setup_logging() -> None:
         os.environ.update(QUIET_ENV)
     logger = logging.getLogger("raysae")
     if not any(isinstance(h, _Handler) for h in logger.handlers):
-        handler = _Handler(sys.stderr)
+        handler = _Handler()
         handler.setFormatter(logging.Formatter(_FORMAT, _DATEFMT))
         logger.addHandler(handler)
     logger.setLevel(logging.INFO)

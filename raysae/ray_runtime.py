@@ -15,12 +15,13 @@ log = logging.getLogger("raysae.ray")
 
 def _quiet_options() -> dict:
     """`ray.init` options that keep Ray's output to warnings and errors (`raysae.progress`):
-    the quiet environment in every worker of the job, their logging at WARNING (raysae's own
-    loggers have a handler of their own). Worker output is still forwarded to the driver, so
-    a worker's warning or error shows. Nothing changes under RAYSAE_VERBOSE=1."""
+    the quiet environment in every worker of the job, their `ray` loggers at WARNING (the setup
+    hook). Worker output is still forwarded to the driver, so a worker's warning or error shows,
+    under its `(Name pid=N)` prefix: no job-level `logging_config`, which would make Ray drop
+    that prefix (`_should_ignore_worker_log_prefix`) and leave a forwarded traceback unattributed.
+    Nothing changes under RAYSAE_VERBOSE=1."""
     if progress.verbose():
         return {}
-    from ray import LoggingConfig
 
     env = progress.worker_env()
     # Under `ray job submit`, Ray refuses a driver's env var that the job's runtime_env sets too.
@@ -32,7 +33,6 @@ def _quiet_options() -> dict:
             # Runs first in every worker process of the job, Ray's own actors included.
             "worker_process_setup_hook": "raysae.progress.quiet_ray_loggers",
         },
-        "logging_config": LoggingConfig(log_level="WARNING"),
     }
 
 
@@ -52,6 +52,8 @@ def ensure_ray(num_cpus: int | None = None) -> None:
     main = threading.current_thread() is threading.main_thread()
     sigterm = signal.getsignal(signal.SIGTERM) if main else None
     options = _quiet_options()
+    if not progress.verbose():  # `ray.init`'s own INFO lines (connecting, connected, started)
+        options["logging_level"] = logging.WARNING
     try:
         if os.environ.get("RAY_ADDRESS"):
             ray.init(log_to_driver=True, **options)

@@ -181,7 +181,8 @@ class Tracker:
                 self.client.log_text(known[sae_id], dump_config(cfg), CONFIG_ARTIFACT)
             self.run_ids.append(known[sae_id])
         filesystem.write_bytes(runs_file, json.dumps(known, indent=1).encode())
-        log.info(
+        # debug: each trial's worker would repeat it; the command's summary names the store
+        log.debug(
             "MLflow: %s, experiment %r", redact(tracking_uri(base)), base.tracking.experiment or base.name
         )
 

@@ -61,6 +61,7 @@ def command_on_test_ray(module: str, config_file, ray_local, **popen_kwargs) -> 
     """`python -m <module> CONFIG` as a subprocess joined to the test run's Ray (`ray_local`), in a
     session of its own, so that a signal sent to it never reaches the test's process group."""
     env = {**os.environ, "RAY_ADDRESS": ray_local.get_runtime_context().gcs_address}
+    env.pop("RAYSAE_VERBOSE", None)  # the commands' default output, whatever a test left behind
     return subprocess.Popen(
         [sys.executable, "-m", module, str(config_file)], env=env, start_new_session=True, **popen_kwargs
     )

@@ -136,10 +136,12 @@ def test_version_is_the_package_metadata(capsys):
 
 
 def test_verbose_flag_sets_the_variable_the_output_code_reads(monkeypatch, capsys):
-    monkeypatch.delenv("RAYSAE_VERBOSE", raising=False)
+    # setenv, not delenv, first: monkeypatch records nothing for deleting an absent variable, and
+    # the "1" the command sets would outlive the test (every later command would run verbose).
+    monkeypatch.setenv("RAYSAE_VERBOSE", "0")
     help_text(capsys, entry.main, "--verbose", "config", "--help")
     assert os.environ["RAYSAE_VERBOSE"] == "1"
-    monkeypatch.delenv("RAYSAE_VERBOSE")
+    monkeypatch.setenv("RAYSAE_VERBOSE", "0")
     help_text(capsys, command_main("sweep"), "--verbose", "--help")
     assert os.environ["RAYSAE_VERBOSE"] == "1"
 
