@@ -179,6 +179,25 @@ def small_train_config(**kw) -> TrainConfig:
     return TrainConfig(**{**base, **kw})
 
 
+def tiny_model_overrides(root: Path, tokenizer_dir, corpus: Path) -> list[str]:
+    """The `--set` overrides of the tests' tiny random model, corpus and training cache (under
+    `root`); a test adds its own SAE, training and analysis settings."""
+    return [
+        f"output_dir={root / 'runs'}",
+        "model.name=random",
+        f"model.tokenizer={tokenizer_dir}",
+        "model.random.d_model=32",
+        "model.random.n_layers=2",
+        "model.random.n_heads=4",
+        "model.hook_point=blocks.1.hook_resid_post",
+        f"data.path={corpus}",
+        "data.context_size=16",
+        f"activations.cache_dir={root / 'cache'}",
+        "activations.n_tokens=16384",
+        "activations.shard_rows=1024",
+    ]
+
+
 @pytest.fixture(scope="session")
 def train_config(tmp_path_factory, tokenizer_dir, ray_local):
     """`make(name, *overrides)`: a config training a small TopK SAE on the shared tiny cache."""
@@ -194,18 +213,7 @@ def train_config(tmp_path_factory, tokenizer_dir, ray_local):
             None,
             [
                 f"name={name}",
-                f"output_dir={root / 'runs'}",
-                "model.name=random",
-                f"model.tokenizer={tokenizer_dir}",
-                "model.random.d_model=32",
-                "model.random.n_layers=2",
-                "model.random.n_heads=4",
-                "model.hook_point=blocks.1.hook_resid_post",
-                f"data.path={corpus}",
-                "data.context_size=16",
-                f"activations.cache_dir={root / 'cache'}",
-                "activations.n_tokens=16384",
-                "activations.shard_rows=1024",
+                *tiny_model_overrides(root, tokenizer_dir, corpus),
                 "activations.model_batch_size=64",
                 "sae.expansion_factor=4",
                 "sae.k=4",

@@ -14,7 +14,7 @@ import pytest
 
 from raysae.config import load_config
 from raysae.run_dir import write_config
-from tests.conftest import command_on_test_ray, write_corpus
+from tests.conftest import command_on_test_ray, tiny_model_overrides, write_corpus
 
 QUICKSTART = Path(__file__).parents[1] / "raysae" / "configs" / "quickstart.yaml"
 OURS = re.compile(r"^\d\d:\d\d:\d\d ")
@@ -33,18 +33,7 @@ def quickstart_config(root: Path, tokenizer_dir, name: str) -> Path:
         QUICKSTART,
         [
             f"name={name}",
-            f"output_dir={root / 'runs'}",
-            "model.name=random",
-            f"model.tokenizer={tokenizer_dir}",
-            "model.random.d_model=32",
-            "model.random.n_layers=2",
-            "model.random.n_heads=4",
-            "model.hook_point=blocks.1.hook_resid_post",
-            f"data.path={corpus}",
-            "data.context_size=16",
-            f"activations.cache_dir={root / 'cache'}",
-            "activations.n_tokens=16384",
-            "activations.shard_rows=1024",
+            *tiny_model_overrides(root, tokenizer_dir, corpus),
             "activations.model_batch_size=32",
             "activations.n_contexts=32",
             "sae.k=4",
