@@ -23,7 +23,7 @@ from raysae.synthetic import PlantedDictionary, recovery
 from raysae.training import finish_sae
 
 log = logging.getLogger("raysae.planted")
-ARCHITECTURES = ["topk", "batchtopk", "jumprelu", "standard"]
+ARCHITECTURES = ["topk", "batchtopk", "jumprelu", "standard", "matryoshka_batchtopk", "gated"]
 D_IN, N_ATOMS, ACTIVE = 128, 512, 6
 
 

@@ -9,7 +9,14 @@ from raysae.config import load_config
 from raysae.models import ARCHITECTURES
 from tests.conftest import small_sae_config, small_train_config
 
-SAELENS_ARCH = {"standard": "standard", "topk": "topk", "batchtopk": "jumprelu", "jumprelu": "jumprelu"}
+SAELENS_ARCH = {
+    "standard": "standard",
+    "topk": "topk",
+    "batchtopk": "jumprelu",
+    "jumprelu": "jumprelu",
+    "matryoshka_batchtopk": "jumprelu",
+    "gated": "gated",
+}
 
 
 @pytest.fixture(params=list(ARCHITECTURES))
@@ -53,8 +60,11 @@ def test_files_follow_saelens_layout(trained, tmp_path):
     expected = {"W_enc": (64, 256), "W_dec": (256, 64), "b_enc": (256,), "b_dec": (64,)}
     if SAELENS_ARCH[arch] == "jumprelu":
         expected["threshold"] = (256,)
+    if arch == "gated":  # SAELens's GatedSAE: a gate and a magnitude path instead of b_enc
+        del expected["b_enc"]
+        expected.update(b_gate=(256,), b_mag=(256,), r_mag=(256,))
     assert shapes == expected
-    if arch == "batchtopk":
+    if arch in ("batchtopk", "matryoshka_batchtopk"):
         assert torch.all(tensors["threshold"] == float(trained.threshold))
     assert load_file(str(tmp_path / "sae" / "sparsity.safetensors"))["sparsity"].shape == (256,)
     record = json.loads((tmp_path / "sae" / "raysae.json").read_text())

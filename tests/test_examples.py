@@ -39,4 +39,6 @@ def test_planted_dictionary_example(tmp_path):
         "train.eval_tokens=8192",
     )
     assert "k: 8" in (tmp_path / "planted" / "config.yaml").read_text()
-    check_run_dir(tmp_path / "planted", ["topk", "batchtopk", "jumprelu", "standard"])
+    check_run_dir(
+        tmp_path / "planted", ["topk", "batchtopk", "jumprelu", "standard", "matryoshka_batchtopk", "gated"]
+    )

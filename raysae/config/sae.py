@@ -8,7 +8,7 @@ from pydantic import Field
 
 from raysae.config.base import MEMBER, SHARED, FloatDType, ScopedSection
 
-Architecture = Literal["standard", "topk", "batchtopk", "jumprelu"]
+Architecture = Literal["standard", "topk", "batchtopk", "jumprelu", "matryoshka_batchtopk", "gated"]
 """The names of `raysae.models.ARCHITECTURES` (tests/models/test_registry.py keeps them equal)."""
 
 
@@ -16,7 +16,8 @@ class SAEConfig(ScopedSection):
     """One sparse autoencoder: architecture, size and the loss terms it trains with."""
 
     architecture: Annotated[Architecture, MEMBER] = "topk"
-    """SAELens architecture name: `standard` (ReLU + L1), `topk`, `batchtopk` or `jumprelu`."""
+    """SAELens architecture name: `standard` (ReLU + L1), `topk`, `batchtopk`, `jumprelu`,
+    `matryoshka_batchtopk` (BatchTopK with nested prefix losses) or `gated` (gate + magnitude paths)."""
 
     d_in: Annotated[int | None, SHARED] = Field(default=None, gt=0)
     """Width of the activations; left empty, it is read from the model or the cache."""
@@ -53,6 +54,21 @@ class SAEConfig(ScopedSection):
 
     batchtopk_threshold_momentum: Annotated[float, MEMBER] = Field(default=0.99, ge=0, lt=1)
     """EMA momentum of BatchTopK's inference threshold (the smallest activation kept per batch)."""
+
+    matryoshka_widths: Annotated[list[int] | None, MEMBER] = None
+    """Nested prefix widths of matryoshka_batchtopk, strictly increasing; d_sae is appended when
+    the last is smaller (as SAELens does). Unset: [d_sae/16, d_sae/4, d_sae]."""
+
+    jumprelu_sparsity_loss_mode: Annotated[Literal["step", "quadratic"], MEMBER] = "step"
+    """JumpReLU's sparsity penalty (SAELens's names): `step` is l0_coefficient * L0; `quadratic`
+    (Gemma Scope 2) is l0_coefficient * (2 / target_l0) * (L0 - target_l0)^2 per token."""
+
+    target_l0: Annotated[float | None, MEMBER] = Field(default=None, gt=0)
+    """The firing latents per token that the `quadratic` JumpReLU penalty pulls towards; required by it."""
+
+    gated_aux_detach_decoder: Annotated[bool, MEMBER] = False
+    """Gated: the auxiliary gate-path reconstruction uses a frozen copy of the decoder (the paper's,
+    dictionary_learning's); false trains the decoder through it too, as SAELens 6.54 does."""
 
     normalize_activations: Annotated[bool, MEMBER] = True
     """Scale inputs to mean norm sqrt(d_in), estimated from data; folded into the weights on save."""

@@ -14,8 +14,10 @@ from typing import TYPE_CHECKING
 from raysae.errors import ConfigError
 from raysae.models.base import ForwardOutput, SparseAutoencoder
 from raysae.models.batchtopk import BatchTopKSAE
+from raysae.models.gated import GatedSAE
 from raysae.models.init import geometric_median
 from raysae.models.jumprelu import JumpReLUSAE
+from raysae.models.matryoshka import MatryoshkaBatchTopKSAE
 from raysae.models.standard import StandardSAE
 from raysae.models.topk import TopKSAE
 
@@ -23,7 +25,8 @@ if TYPE_CHECKING:
     from raysae.config.sae import SAEConfig
 
 ARCHITECTURES: dict[str, type[SparseAutoencoder]] = {
-    cls.architecture: cls for cls in (StandardSAE, TopKSAE, BatchTopKSAE, JumpReLUSAE)
+    cls.architecture: cls
+    for cls in (StandardSAE, TopKSAE, BatchTopKSAE, JumpReLUSAE, MatryoshkaBatchTopKSAE, GatedSAE)
 }
 """Training architecture name -> class."""
 
@@ -54,7 +57,9 @@ __all__ = [
     "ARCHITECTURES",
     "BatchTopKSAE",
     "ForwardOutput",
+    "GatedSAE",
     "JumpReLUSAE",
+    "MatryoshkaBatchTopKSAE",
     "SparseAutoencoder",
     "StandardSAE",
     "TopKSAE",

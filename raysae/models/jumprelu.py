@@ -6,10 +6,18 @@ count use straight-through estimators (one fused autograd function) with a recta
 `jumprelu_bandwidth` for the gradient with respect to the threshold. The
 threshold is a parameter in activation units (kept positive after each step),
 so the saved `threshold` is exactly the one training used.
+
+The sparsity penalty (`sae.jumprelu_sparsity_loss_mode`, SAELens 6.54's names and formulas,
+`saes/jumprelu_sae.py`), with `l0_i` the straight-through count of token i:
+- `step` (DeepMind's JumpReLU): `l0_coefficient * mean_i l0_i`;
+- `quadratic` (Gemma Scope 2's target-L0 penalty, as SAELens implements it):
+  `l0_coefficient * mean_i (2 / target_l0) * (l0_i - target_l0)^2`, per token, so it pulls
+  every token's count towards `sae.target_l0` from both sides.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import torch
@@ -55,6 +63,16 @@ class JumpReLUSAE(SparseAutoencoder):
     saelens_architecture = "jumprelu"
     min_threshold = 1e-6
 
+    @classmethod
+    def width_problems(cls, cfg: SAEConfig, d_in: int) -> Iterator[tuple[str, str]]:
+        yield from super().width_problems(cfg, d_in)
+        if cfg.jumprelu_sparsity_loss_mode == "quadratic":
+            d_sae = cls.width(cfg, d_in)
+            if cfg.target_l0 is None:
+                yield "sae.target_l0", "must be set when sae.jumprelu_sparsity_loss_mode is 'quadratic'"
+            elif cfg.target_l0 > d_sae:
+                yield "sae.target_l0", f"target_l0={cfg.target_l0:g} is larger than d_sae={d_sae}"
+
     def __init__(self, cfg: SAEConfig, d_in: int):
         super().__init__(cfg, d_in)
         self.threshold = nn.Parameter(
@@ -64,12 +82,23 @@ class JumpReLUSAE(SparseAutoencoder):
     def extra_repr(self) -> str:
         # One threshold per latent: their mean says where the SAE stands.
         mean = float(self.threshold.detach().float().mean())
-        return f"{super().extra_repr()}, threshold_mean={mean:.4g}, l0_coefficient={self.cfg.l0_coefficient}"
+        text = f"{super().extra_repr()}, threshold_mean={mean:.4g}, l0_coefficient={self.cfg.l0_coefficient}"
+        if self.cfg.jumprelu_sparsity_loss_mode == "quadratic":
+            text += f", target_l0={self.cfg.target_l0}"
+        return text
 
     def activate_and_penalize(self, pre: Tensor) -> tuple[Tensor, Tensor]:
         # One fused function for the activations and the L0 count, with their straight-through gradients.
         acts, l0 = JumpReLUWithL0.apply(pre, self.threshold, self.cfg.jumprelu_bandwidth)
-        return acts, self.cfg.l0_coefficient * l0.mean()
+        return acts, self.cfg.l0_coefficient * self.l0_penalty(l0).mean()
+
+    def l0_penalty(self, l0: Tensor) -> Tensor:
+        """The per-token sparsity penalty of per-token counts `l0`, before `l0_coefficient`."""
+        if self.cfg.jumprelu_sparsity_loss_mode == "quadratic":
+            target = self.cfg.target_l0
+            assert target is not None  # width_problems: build_sae refuses the config without one
+            return 2 / target * (l0 - target) ** 2
+        return l0
 
     def activate(self, pre: Tensor) -> Tensor:
         return self.activate_and_penalize(pre)[0]

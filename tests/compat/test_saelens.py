@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from raysae import build_sae, fit, save_sae
+from raysae import build_sae, fit, load_sae, save_sae
 from raysae.models import ARCHITECTURES
 from tests.conftest import small_sae_config, small_train_config
 
@@ -64,10 +64,51 @@ def test_saelens_loads_our_checkpoint(architecture, planted, tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     info = json.loads(run.stdout.strip().splitlines()[-1])
     assert info["version"] == "6.54.12"
-    expected_class = {"standard": "StandardSAE", "topk": "TopKSAE"}.get(architecture, "JumpReLUSAE")
+    # BatchTopK and Matryoshka BatchTopK are saved as JumpReLU, as SAELens saves them.
+    expected_class = {
+        "standard": "StandardSAE",
+        "topk": "TopKSAE",
+        "batchtopk": "JumpReLUSAE",
+        "jumprelu": "JumpReLUSAE",
+        "matryoshka_batchtopk": "JumpReLUSAE",
+        "gated": "GatedSAE",
+    }[architecture]
     assert info["class"] == expected_class
     theirs = torch.load(tmp_path / "out.pt")
     with torch.no_grad():
         ours = sae.encode(x)
         assert torch.equal(theirs["feats"], ours)
         torch.testing.assert_close(theirs["recon"], sae.decode(ours), rtol=1e-5, atol=1e-6)
+
+
+SAVE_GATED = """
+import sys, torch
+from sae_lens.saes.gated_sae import GatedSAE, GatedSAEConfig
+torch.manual_seed(0)
+sae = GatedSAE(GatedSAEConfig(d_in=16, d_sae=32, dtype="float32", device="cpu"))
+with torch.no_grad():
+    for p in sae.parameters():
+        p.normal_(0, 0.3)
+    x = torch.randn(64, 16)
+    feats = sae.encode(x)
+sae.save_model(sys.argv[1])
+torch.save({"x": x, "feats": feats, "recon": sae.decode(feats)}, sys.argv[2])
+"""
+
+
+def test_a_gated_sae_saved_by_saelens_loads_as_ours(tmp_path):
+    env = _saelens_env()
+    run = subprocess.run(
+        [sys.executable, "-c", SAVE_GATED, str(tmp_path / "sae"), str(tmp_path / "out.pt")],
+        env={**os.environ, "PYTHONPATH": str(env)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    theirs = torch.load(tmp_path / "out.pt")
+    sae = load_sae(tmp_path / "sae")  # cfg.json and weights alone, no raysae.json
+    assert sae.architecture == "gated"
+    with torch.no_grad():
+        assert torch.equal(sae.encode(theirs["x"]), theirs["feats"])
+        torch.testing.assert_close(sae.decode(theirs["feats"]), theirs["recon"], rtol=1e-5, atol=1e-6)

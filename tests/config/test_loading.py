@@ -46,10 +46,10 @@ def test_bool_is_not_an_int(tmp_path):
 
 
 def test_bad_values_name_paths(tmp_path):
-    problems, _ = problems_of(write(tmp_path, "train:\n  lr: -0.1\nsae:\n  architecture: gated\n"))
+    problems, _ = problems_of(write(tmp_path, "train:\n  lr: -0.1\nsae:\n  architecture: crosscoder\n"))
     assert set(problems) == {"train.lr", "sae.architecture"}
     assert "greater than 0" in problems["train.lr"] and "-0.1" in problems["train.lr"]
-    assert "'topk'" in problems["sae.architecture"] and "'gated'" in problems["sae.architecture"]
+    assert "'topk'" in problems["sae.architecture"] and "'crosscoder'" in problems["sae.architecture"]
 
 
 def test_k_larger_than_d_sae():

@@ -10,7 +10,14 @@ from tests.conftest import small_sae_config
 
 
 def test_registry_uses_saelens_names():
-    assert set(ARCHITECTURES) == {"standard", "topk", "batchtopk", "jumprelu"}
+    assert set(ARCHITECTURES) == {
+        "standard",
+        "topk",
+        "batchtopk",
+        "jumprelu",
+        "matryoshka_batchtopk",
+        "gated",
+    }
 
 
 @pytest.mark.parametrize("architecture", list(ARCHITECTURES))

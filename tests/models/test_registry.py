@@ -20,14 +20,17 @@ def test_each_architecture_builds_and_describes_its_saelens_config(name):
     sae = build_sae(SAEConfig(architecture=name, k=4, expansion_factor=2), 8)
     cfg = sae.saelens_config()
     assert cfg["architecture"] == type(sae).saelens_architecture and (cfg["d_in"], cfg["d_sae"]) == (8, 16)
-    assert set(sae.inference_state()) >= {"W_enc", "W_dec", "b_enc", "b_dec"}
+    # A gated SAE has a gate and a magnitude bias instead of b_enc, as SAELens's GatedSAE.
+    encoder_biases = {"b_gate", "b_mag", "r_mag"} if name == "gated" else {"b_enc"}
+    assert set(sae.inference_state()) >= {"W_enc", "W_dec", "b_dec", *encoder_biases}
 
 
 def test_saelens_checkpoints_load_as_the_architecture_that_trains_as_saved():
     assert saelens_class("topk") is ARCHITECTURES["topk"]
     assert saelens_class("jumprelu") is ARCHITECTURES["jumprelu"]
     assert saelens_class("batchtopk") is None  # SAELens has no such inference class; ours saves as jumprelu
-    assert saelens_class("gated") is None
+    assert saelens_class("matryoshka_batchtopk") is None  # saved as jumprelu too
+    assert saelens_class("gated") is ARCHITECTURES["gated"]
 
 
 def test_width_checks_live_on_the_classes():
