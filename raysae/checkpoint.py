@@ -162,3 +162,16 @@ def read_record(directory: filesystem.Location) -> dict[str, Any]:
     """The SAE's `raysae.json` ({} for a checkpoint written by SAELens itself)."""
     file = filesystem.join(directory, RECORD_FILE)
     return read_json(file) if filesystem.exists(file) else {}
+
+
+def read_saelens_cfg(directory: filesystem.Location) -> dict[str, Any]:
+    """The SAE's `cfg.json` as SAELens reads it."""
+    return read_json(filesystem.join(directory, CFG_FILE))
+
+
+def write_json_beside(directory: filesystem.Location, name: str, document: Any) -> str:
+    """`<directory>/<name>`: a strict JSON document (no NaN) saved beside an SAE, e.g. its
+    `saebench_core.json`. Returns its path."""
+    path = filesystem.join(directory, name)
+    filesystem.write_bytes(path, json.dumps(document, indent=1, allow_nan=False).encode())
+    return path

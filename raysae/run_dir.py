@@ -144,6 +144,28 @@ METRIC_COLUMNS = [
     "tokens",
     "seconds",
 ]
+MORE_METRIC_COLUMNS = [
+    "mse_per_token",
+    "explained_variance_saelens",
+    "cossim",
+    "l2_norm_in",
+    "l2_norm_out",
+    "l2_ratio",
+    "relative_reconstruction_bias",
+    "l1",
+    "dense_fraction",
+    "frac_alive",
+    "freq_over_1_percent",
+    "freq_over_10_percent",
+    "normalized_freq_over_1_percent",
+    "normalized_freq_over_10_percent",
+    "average_max_encoder_cosine_sim",
+    "average_max_decoder_cosine_sim",
+    "kl_sae",
+]
+"""More metrics `evaluate` gives (SAEBench's core set among them): in `results.csv` they come after
+`METRIC_COLUMNS` in the order the rows have them, and read back as floats, so a sweep may rank
+by any of them."""
 
 
 def format_results(rows: Iterable[Mapping[str, Any]], columns: Mapping[str, str]) -> str:
@@ -208,7 +230,11 @@ def read_results(path: filesystem.Location) -> list[dict[str, Any]]:
     """The rows of a `results.csv`, metrics as floats, empty cells left out."""
     text = filesystem.read_bytes(path).decode()
     return [
-        {k: float(v) if k in METRIC_COLUMNS else v for k, v in row.items() if v not in ("", None)}
+        {
+            k: float(v) if k in METRIC_COLUMNS + MORE_METRIC_COLUMNS else v
+            for k, v in row.items()
+            if v not in ("", None)
+        }
         for row in csv.DictReader(io.StringIO(text, newline=""))
     ]
 

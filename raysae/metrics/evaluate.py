@@ -1,14 +1,30 @@
-"""`evaluate(sae, batches)`: reconstruction and sparsity metrics over held-out activations."""
+"""`evaluate(sae, batches)`: reconstruction and sparsity metrics over held-out activations,
+SAEBench's core set among them."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
+from raysae.metrics.latents import LatentWeights, latent_weights
 from raysae.metrics.reconstruction import ReconstructionStats
+from raysae.metrics.shrinkage import ShrinkageStats
 from raysae.metrics.sparsity import FiringStats
+
+
+@dataclass
+class Evaluation:
+    """Everything one evaluation pass gives."""
+
+    metrics: dict[str, float]
+    """`evaluate`'s metrics."""
+    frequency: Tensor
+    """[d_sae] fraction of the evaluated tokens on which each latent fired."""
+    latents: LatentWeights | None
+    """Per-latent weight statistics; None when `latent_similarity` was off."""
 
 
 def evaluate(
@@ -17,17 +33,30 @@ def evaluate(
     *,
     dense_threshold: float = 0.1,
     max_tokens: int | None = None,
+    latent_similarity: bool = True,
 ) -> dict[str, float]:
     """Metrics of `sae` in eval mode over `batches` ([rows, d_in]).
 
-    Returns `mse`, `fvu`, `explained_variance`, `l0`, `dead_fraction` (features
-    that never fired over these tokens), `dense_fraction` (features firing on more
-    than `dense_threshold` of them) and `n_tokens`.
+    Reconstruction (`raysae.metrics.reconstruction`): `mse`, `fvu`, `explained_variance`,
+    and SAELens's `mse_per_token`, `explained_variance_saelens`. Geometry
+    (`raysae.metrics.shrinkage`): `cossim`, `l2_norm_in`, `l2_norm_out`, `l2_ratio`,
+    `relative_reconstruction_bias`. Sparsity (`raysae.metrics.sparsity`): `l0`, `l1`,
+    `dead_fraction` (latents that never fired over these tokens), `dense_fraction` (firing
+    on more than `dense_threshold` of them), `frac_alive`, `freq_over_1_percent`,
+    `freq_over_10_percent`, `normalized_freq_over_1_percent`,
+    `normalized_freq_over_10_percent`. Weights (`raysae.metrics.latents`, unless
+    `latent_similarity` is off, which saves 2 d_sae^2 d_in multiply-adds):
+    `average_max_encoder_cosine_sim`, `average_max_decoder_cosine_sim`. And `n_tokens`.
     """
-    return evaluate_with_frequency(sae, batches, dense_threshold=dense_threshold, max_tokens=max_tokens)[0]
+    return evaluate_in_detail(
+        sae,
+        batches,
+        dense_threshold=dense_threshold,
+        max_tokens=max_tokens,
+        latent_similarity=latent_similarity,
+    ).metrics
 
 
-@torch.no_grad()
 def evaluate_with_frequency(
     sae,
     batches: Iterable[Tensor],
@@ -36,10 +65,24 @@ def evaluate_with_frequency(
     max_tokens: int | None = None,
 ) -> tuple[dict[str, float], Tensor]:
     """`evaluate`'s metrics and each feature's firing frequency, from one pass."""
+    result = evaluate_in_detail(sae, batches, dense_threshold=dense_threshold, max_tokens=max_tokens)
+    return result.metrics, result.frequency
+
+
+@torch.no_grad()
+def evaluate_in_detail(
+    sae,
+    batches: Iterable[Tensor],
+    *,
+    dense_threshold: float = 0.1,
+    max_tokens: int | None = None,
+    latent_similarity: bool = True,
+) -> Evaluation:
+    """`evaluate`'s metrics, each latent's firing frequency and its weight statistics."""
     was_training = sae.training
     sae.eval()
     device = sae.W_enc.device
-    recon, firing = ReconstructionStats(), FiringStats(sae.d_sae)
+    recon, shrinkage, firing = ReconstructionStats(), ShrinkageStats(), FiringStats(sae.d_sae)
     try:
         for batch in batches:
             if max_tokens is not None and recon.n_tokens >= max_tokens:
@@ -48,9 +91,18 @@ def evaluate_with_frequency(
                 batch = batch[: max_tokens - recon.n_tokens]
             x = batch.to(device)
             acts = sae.encode(x)
-            recon.update(x, sae.decode(acts))
+            x_hat = sae.decode(acts)
+            recon.update(x, x_hat)
+            shrinkage.update(x, x_hat)
             firing.update(acts)
+        latents = latent_weights(sae) if latent_similarity else None
     finally:
         sae.train(was_training)
-    metrics = {**recon.result(), **firing.result(dense_threshold), "n_tokens": recon.n_tokens}
-    return metrics, firing.frequency()
+    metrics = {
+        **recon.result(),
+        **shrinkage.result(),
+        **firing.result(dense_threshold),
+        **(latents.result() if latents is not None else {}),
+        "n_tokens": recon.n_tokens,
+    }
+    return Evaluation(metrics, firing.frequency(), latents)

@@ -10,6 +10,16 @@ same numbers as one pass over all the data.
 - `explained_variance`: 1 - sum_d Var(x_d - x_hat_d) / sum_d Var(x_d), which
   ignores a constant offset in the error (scikit-learn's
   `explained_variance_score`, variance-weighted).
+
+SAELens (since v6.45) and SAEBench's core eval define two of these differently; we
+keep our names and meanings above and give theirs their own names:
+
+- `mse_per_token`: mean over tokens of ||x - x_hat||^2 (summed over dimensions),
+  SAELens's `mse`; `d_in` times our `mse`.
+- `explained_variance_saelens`: 1 - mean ||x - x_hat||^2 / (E||x||^2 - ||E x||^2),
+  SAELens's `explained_variance` (its `ExplainedVarianceCalculator`): the variance is
+  about the mean, the error is not centred, so it is `1 - fvu` (SAELens's guard
+  included: 1 or 0 when the inputs have no variance).
 """
 
 from __future__ import annotations
@@ -17,6 +27,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from torch import Tensor
+
+SAELENS_MIN_VARIANCE = 1e-10
+"""Below this summed variance per token SAELens calls the inputs constant (explained variance 1
+for a perfect reconstruction, else 0)."""
 
 
 @dataclass
@@ -42,6 +56,14 @@ class _Moments:
         mean = self.mean + delta * (other.n / n)
         m2 = self.m2 + other.m2 + delta.pow(2) * (self.n * other.n / n)
         return _Moments(n, mean, m2)
+
+
+def _ratio(a: float, b: float) -> float:
+    """a / b, and for inputs without variance (b = 0) NaN or inf rather than a ZeroDivisionError:
+    these fractions of the variance do not exist there (a non-finite metric fails the SAE)."""
+    if b != 0:
+        return a / b
+    return float("nan") if a == 0 else float("inf")
 
 
 class ReconstructionStats:
@@ -74,9 +96,16 @@ class ReconstructionStats:
     def result(self) -> dict[str, float]:
         if self.x is None or self.err is None:
             raise ValueError("no activations were evaluated")
-        total_var = float(self.x.m2.sum())
+        n, total_var = self.x.n, float(self.x.m2.sum())
+        mse_per_token, var_per_token = self.sse / n, total_var / n
+        if var_per_token < SAELENS_MIN_VARIANCE:  # SAELens's guard for constant inputs
+            explained_saelens = 1.0 if mse_per_token < SAELENS_MIN_VARIANCE else 0.0
+        else:
+            explained_saelens = 1.0 - mse_per_token / var_per_token
         return {
-            "mse": self.sse / (self.x.n * self.x.mean.numel()),
-            "fvu": self.sse / total_var,
-            "explained_variance": 1.0 - float(self.err.m2.sum()) / total_var,
+            "mse": self.sse / (n * self.x.mean.numel()),
+            "fvu": _ratio(self.sse, total_var),
+            "explained_variance": 1.0 - _ratio(float(self.err.m2.sum()), total_var),
+            "mse_per_token": mse_per_token,
+            "explained_variance_saelens": explained_saelens,
         }

@@ -261,7 +261,13 @@ def train_loop_per_worker(config: dict) -> None:
             row = {"sae_id": sae_id, "error": m.error}
             if m.error is None:
                 assert tracker is not None  # rank 0 evaluates
-                row.update(evaluate(m.sae, held_out.batches(), dense_threshold=t.dense_threshold))
+                # Periodic evaluations skip the latents' pairwise cosines (2 d_sae^2 d_in multiply-adds):
+                # the final one (training.finish) computes them once.
+                row.update(
+                    evaluate(
+                        m.sae, held_out.batches(), dense_threshold=t.dense_threshold, latent_similarity=False
+                    )
+                )
                 tracker.log_metrics(
                     i,
                     {f"eval/{k}": v for k, v in row.items() if k not in ("sae_id", "error")},

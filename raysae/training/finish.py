@@ -1,5 +1,6 @@
 """The end of training: evaluate a trained SAE on held-out activations and save it, with its
-metrics, in the run directory (`saes/<sae_id>/`, SAELens format).
+metrics, in the run directory (`saes/<sae_id>/`, SAELens format, plus `saebench_core.json`:
+the metrics in SAEBench's core eval output layout, `raysae.metrics.saebench`).
 
 An SAE whose quality metrics are not all finite is not saved: its row gets an `error`
 (so it is never marked finished, ranked or analysed) saying whether the held-out
@@ -9,15 +10,17 @@ activations themselves hold NaN/Inf, and how to get a good result once they are 
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from raysae.checkpoint import save_sae
+from raysae.checkpoint import read_saelens_cfg, save_sae, write_json_beside
 from raysae.config import RaysaeConfig
-from raysae.metrics import evaluate_with_frequency
+from raysae.metrics.evaluate import Evaluation, evaluate_in_detail
+from raysae.metrics.saebench import SAEBENCH_CORE_FILE, saebench_core_output
 from raysae.models import SparseAutoencoder
 from raysae.run_dir import RunDir
 
@@ -84,9 +87,10 @@ def finish_sae(
     A row with an `error` (a non-finite metric) is an SAE that was not saved.
     """
     rows = NonFiniteRows(held_out, config.train.eval_tokens)
-    metrics, frequency = evaluate_with_frequency(
+    evaluation = evaluate_in_detail(
         sae, rows, dense_threshold=config.train.dense_threshold, max_tokens=config.train.eval_tokens
     )
+    metrics = evaluation.metrics
     metrics.update(extra_metrics or {})
     tokens = config.train.total_tokens if tokens is None else tokens
     row = {"sae_id": sae_id, "architecture": sae.architecture}
@@ -94,7 +98,53 @@ def finish_sae(
     if problem is not None:
         return {**row, "error": problem, "tokens": tokens, "seconds": round(seconds, 1)}
     full_record = {"metrics": metrics, "tokens": tokens, "seconds": seconds, **(record or {})}
-    save_sae(
-        sae, RunDir.of(config).sae(sae_id), config=config, feature_frequency=frequency, record=full_record
+    directory = save_sae(
+        sae,
+        RunDir.of(config).sae(sae_id),
+        config=config,
+        feature_frequency=evaluation.frequency,
+        record=full_record,
+    )
+    write_saebench_core(
+        directory, evaluation, config, sae, sae_id, tokens=tokens, ce=(record or {}).get("ce")
     )
     return {**row, **metrics, "tokens": tokens, "seconds": round(seconds, 1)}
+
+
+def write_saebench_core(
+    directory: str | os.PathLike,
+    evaluation: Evaluation,
+    config: RaysaeConfig,
+    sae: SparseAutoencoder,
+    sae_id: str,
+    *,
+    tokens: int,
+    ce: Mapping[str, Any] | None,
+) -> str:
+    """`<directory>/saebench_core.json`: the evaluation in SAEBench's core output layout, with
+    the CE / KL values of `ce` (`ce_loss_recovered`'s dict) when they were computed."""
+    eval_config = {
+        "model_name": config.model.name,
+        **({"dataset": config.data.path} if config.data.path is not None else {}),
+        "context_size": config.data.context_size,
+        "llm_dtype": config.model.dtype,
+    }
+    raysae = {
+        "sae_id": sae_id,
+        "architecture": sae.architecture,
+        "hook_point": config.model.hook_point,
+        "d_in": sae.d_in,
+        "d_sae": sae.d_sae,
+        "tokens_trained": tokens,
+        "relative_reconstruction_bias": "over all evaluated tokens, not a mean of per-batch ratios",
+    }
+    document = saebench_core_output(
+        evaluation.metrics,
+        evaluation.frequency,
+        evaluation.latents,
+        eval_config=eval_config,
+        sae_cfg_dict=read_saelens_cfg(directory),
+        ce=ce if isinstance(ce, Mapping) else None,
+        unstructured={"raysae": raysae},
+    )
+    return write_json_beside(directory, SAEBENCH_CORE_FILE, document)

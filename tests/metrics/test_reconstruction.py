@@ -62,7 +62,39 @@ def test_streaming_and_merging_equal_one_pass(data):
 def test_perfect_reconstruction(data):
     x, _ = data
     m = reconstruction_metrics(x, x)
-    assert m == {"mse": 0.0, "fvu": 0.0, "explained_variance": 1.0}
+    assert m == {
+        "mse": 0.0,
+        "fvu": 0.0,
+        "explained_variance": 1.0,
+        "mse_per_token": 0.0,
+        "explained_variance_saelens": 1.0,
+    }
+
+
+def test_saelens_definitions_by_hand():
+    """SAELens >= 6.45 (evals.py): `mse` is the squared error summed over dimensions, averaged
+    over tokens; `explained_variance` is 1 - that / the summed variance about the mean."""
+    x = torch.tensor([[1.0, 2.0], [3.0, 4.0], [5.0, 0.0]])
+    x_hat = torch.tensor([[1.0, 1.0], [3.0, 5.0], [4.0, 0.0]])
+    # errors (0, 1), (0, -1), (1, 0): 1 per token, 3 in all, over 3 tokens of 2 dimensions
+    # mean x = (3, 2); deviations (-2, 0), (0, 2), (2, -2): 16 summed, 16/3 per token
+    # (E||x||^2 - ||E x||^2 = (5 + 25 + 25)/3 - (9 + 4) = 16/3 as well)
+    # error mean (1/3, 0): centred squares 2/3 + 2 = 8/3
+    m = reconstruction_metrics(x, x_hat)
+    assert m["mse_per_token"] == pytest.approx(1.0, rel=1e-12)
+    assert m["mse"] == pytest.approx(0.5, rel=1e-12)  # ours: per dimension
+    assert m["explained_variance_saelens"] == pytest.approx(1 - 1 / (16 / 3), rel=1e-12)  # 13/16
+    assert m["fvu"] == pytest.approx(3 / 16, rel=1e-12)
+    assert m["explained_variance"] == pytest.approx(1 - (8 / 3) / 16, rel=1e-12)  # 5/6
+
+
+def test_constant_inputs_follow_saelens_guard():
+    x = torch.ones(4, 3)
+    exact, off = reconstruction_metrics(x, x), reconstruction_metrics(x, x + 1)
+    assert exact["explained_variance_saelens"] == 1.0 and off["explained_variance_saelens"] == 0.0
+    assert off["mse_per_token"] == pytest.approx(3.0)
+    # our variance fractions do not exist without variance: non-finite, never a crash
+    assert np.isnan(exact["fvu"]) and np.isinf(off["fvu"])
 
 
 def test_empty_raises():

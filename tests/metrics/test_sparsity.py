@@ -59,3 +59,35 @@ def test_evaluate_combines_metrics(planted):
     fired = (acts > 0).any(0)
     assert m["dead_fraction"] == pytest.approx(1 - fired.float().mean().item())
     assert evaluate(sae, batches, max_tokens=300)["n_tokens"] == 300
+
+
+def test_saebench_firing_metrics_by_hand():
+    """20 tokens, 4 latents: latent 0 fires 10 times at 2.0 (frequency 0.5), latent 1 once at
+    2.0 (0.05), latent 2 twice at 0.5 (0.1: not over 10 %), latent 3 never."""
+    acts = torch.zeros(20, 4)
+    acts[:10, 0] = 2.0
+    acts[10, 1] = 2.0
+    acts[11:13, 2] = 0.5
+    stats = FiringStats(4)
+    for chunk in acts.split(7):
+        stats.update(chunk)
+    m = stats.result(dense_threshold=0.1)
+    assert m["l0"] == pytest.approx((10 + 1 + 2) / 20)
+    assert m["l1"] == pytest.approx((10 * 2.0 + 2.0 + 2 * 0.5) / 20)
+    assert m["frac_alive"] == pytest.approx(3 / 4)
+    assert m["freq_over_1_percent"] == pytest.approx(3 / 4)
+    assert m["freq_over_10_percent"] == pytest.approx(1 / 4)
+    assert m["normalized_freq_over_1_percent"] == pytest.approx(1.0)
+    assert m["normalized_freq_over_10_percent"] == pytest.approx(0.5 / (0.5 + 0.05 + 0.1))
+    nothing = FiringStats(3)
+    nothing.update(torch.zeros(5, 3))
+    quiet = nothing.result()
+    assert quiet["frac_alive"] == 0.0 and quiet["normalized_freq_over_1_percent"] == 0.0
+
+
+def test_l1_counts_magnitudes_and_merges():
+    acts = torch.tensor([[1.0, -2.0, 0.0], [0.0, 0.5, 0.0]])  # signed: |.| summed, as SAELens 6.54
+    a, b = FiringStats(3), FiringStats(3)
+    a.update(acts[:1])
+    b.update(acts[1:])
+    assert a.merge(b).result()["l1"] == pytest.approx((3.0 + 0.5) / 2)
