@@ -39,6 +39,21 @@ def _saelens_env() -> Path:
     return ENV
 
 
+def saelens_outputs(env: Path, sae_dir: Path, x: torch.Tensor, tmp_path: Path) -> tuple[dict, dict]:
+    """The real SAELens (from `env`, in a subprocess) loads `sae_dir` and encodes and decodes `x`:
+    its class and version, and {"feats", "recon"}."""
+    torch.save(x, tmp_path / "x.pt")
+    run = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(sae_dir), str(tmp_path / "x.pt"), str(tmp_path / "out.pt")],
+        env={**os.environ, "PYTHONPATH": str(env)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    return json.loads(run.stdout.strip().splitlines()[-1]), torch.load(tmp_path / "out.pt")
+
+
 @pytest.mark.parametrize("architecture", list(ARCHITECTURES))
 def test_saelens_loads_our_checkpoint(architecture, planted, tmp_path):
     env = _saelens_env()
@@ -46,23 +61,7 @@ def test_saelens_loads_our_checkpoint(architecture, planted, tmp_path):
     fit(sae, planted.batches(512, 20_000, seed=2), small_train_config(total_tokens=20_000, batch_size=512))
     save_sae(sae, tmp_path / "sae", feature_frequency=torch.rand(sae.d_sae))
     x = planted.sample(1024, torch.Generator().manual_seed(7))
-    torch.save(x, tmp_path / "x.pt")
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            SCRIPT,
-            str(tmp_path / "sae"),
-            str(tmp_path / "x.pt"),
-            str(tmp_path / "out.pt"),
-        ],
-        env={**os.environ, "PYTHONPATH": str(env)},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    info = json.loads(run.stdout.strip().splitlines()[-1])
+    info, theirs = saelens_outputs(env, tmp_path / "sae", x, tmp_path)
     assert info["version"] == "6.54.12"
     # BatchTopK and Matryoshka BatchTopK are saved as JumpReLU, as SAELens saves them.
     expected_class = {
@@ -74,7 +73,6 @@ def test_saelens_loads_our_checkpoint(architecture, planted, tmp_path):
         "gated": "GatedSAE",
     }[architecture]
     assert info["class"] == expected_class
-    theirs = torch.load(tmp_path / "out.pt")
     with torch.no_grad():
         ours = sae.encode(x)
         assert torch.equal(theirs["feats"], ours)

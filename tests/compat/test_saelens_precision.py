@@ -1,17 +1,12 @@
 """A checkpoint of a bf16 run (fp32 master weights, bf16 arithmetic) loads in the real SAELens
 exactly as one of an fp32 run does: the same fp32 tensors, the same feature activations."""
 
-import json
-import os
-import subprocess
-import sys
-
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from raysae import build_sae, fit, save_sae
-from tests.compat.test_saelens import ENV, SCRIPT, _saelens_env
+from tests.compat.test_saelens import ENV, _saelens_env, saelens_outputs
 from tests.conftest import small_sae_config, small_train_config
 
 pytestmark = pytest.mark.saelens
@@ -30,23 +25,7 @@ def test_saelens_loads_a_bf16_runs_checkpoint_bit_identically(architecture, plan
     saved = load_file(str(tmp_path / "sae" / "sae_weights.safetensors"))
     assert {t.dtype for t in saved.values()} == {torch.float32}
     x = planted.sample(1024, torch.Generator().manual_seed(7))
-    torch.save(x, tmp_path / "x.pt")
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            SCRIPT,
-            str(tmp_path / "sae"),
-            str(tmp_path / "x.pt"),
-            str(tmp_path / "out.pt"),
-        ],
-        env={**os.environ, "PYTHONPATH": str(ENV)},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    assert json.loads(run.stdout.strip().splitlines()[-1])["version"] == "6.54.12"
-    theirs = torch.load(tmp_path / "out.pt")
+    info, theirs = saelens_outputs(ENV, tmp_path / "sae", x, tmp_path)
+    assert info["version"] == "6.54.12"
     with torch.no_grad():  # our eval-mode encode in fp32, as SAELens runs it
         assert torch.equal(theirs["feats"], sae.encode(x))
