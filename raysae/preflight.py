@@ -21,7 +21,7 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
-from raysae.activations.build import complete_cache, hook_points
+from raysae.activations.build import cache_hook_sets, complete_cache, hook_points, training_hooks
 from raysae.activations.cache import cache_dir, key_inputs
 from raysae.activations.language_model import check_hook_points, load_model, tokenizer_for
 from raysae.activations.streams import split_cache
@@ -109,11 +109,11 @@ def check_caches(cfg: RaysaeConfig) -> tuple[int | None, bool]:
     if cfg.activations.source != "cache":
         return None, False
     for layout in cfg.activations.layouts:
-        for hook in hook_points(cfg):
-            manifest = complete_cache(cache_dir(cfg, hook, layout))
+        for hooks in cache_hook_sets(cfg, layout):
+            manifest = complete_cache(cache_dir(cfg, hooks if len(hooks) > 1 else hooks[0], layout))
             if manifest is None:
                 build = True
-            elif layout == "tokens" and hook == cfg.model.hook_point:
+            elif layout == "tokens" and hooks[0] == cfg.model.hook_point:
                 width = int(manifest["d_model"])
                 split_cache(cfg)  # the held-out shards are finite (activations.finite), or one is named
     return width, build
@@ -124,6 +124,14 @@ def check_widths(configs: Sequence[RaysaeConfig], d_in: int) -> None:
     problems = []
     for i, c in enumerate(configs):
         swept = f" (SAE {i} of the sweep)" if len(configs) > 1 else ""
+        kind = getattr(c.sae, "kind", "sae")
+        if kind != "sae" and len(training_hooks(c)) < 2:
+            problems.append(
+                (
+                    "model.hook_point_out",
+                    f"sae.kind={kind} needs an output hook different from model.hook_point{swept}",
+                )
+            )
         problems += [(path, f"{msg}{swept}") for path, msg in width_problems(c.sae, d_in)]
         if c.sae.d_in is not None and c.sae.d_in != d_in:
             problems.append(("sae.d_in", f"is {c.sae.d_in} but the activations have width {d_in}{swept}"))
@@ -215,7 +223,7 @@ def check_inputs(
     started = time.perf_counter()
     groups: dict[str, list[RaysaeConfig]] = {}
     for c in list(configs) or [cfg]:
-        groups.setdefault(json.dumps(key_inputs(c, c.model.hook_point, "tokens"), sort_keys=True), []).append(
+        groups.setdefault(json.dumps(key_inputs(c, training_hooks(c), "tokens"), sort_keys=True), []).append(
             c
         )
     for members in groups.values():

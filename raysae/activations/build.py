@@ -17,9 +17,25 @@ from raysae.errors import CacheError
 log = logging.getLogger("raysae.generate")
 
 
+def training_hooks(cfg: RaysaeConfig) -> list[str]:
+    """The hooks of the training (`tokens`) cache: the input hook, then a transcoder's output hook
+    when `model.hook_point_out` is set and differs (a paired cache)."""
+    m = cfg.model
+    return [m.hook_point] if m.hook_point_out in (None, m.hook_point) else [m.hook_point, m.hook_point_out]
+
+
+def cache_hook_sets(cfg: RaysaeConfig, layout: str) -> list[list[str]]:
+    """The caches of a layout, each as its hooks: the SAE's (paired for `tokens` with an output
+    hook; the analysis layout holds the input hook alone), then one per extra hook point."""
+    first = training_hooks(cfg) if layout == "tokens" else [cfg.model.hook_point]
+    return [first, *[[h] for h in cfg.model.extra_hook_points if h != cfg.model.hook_point]]
+
+
 def hook_points(cfg: RaysaeConfig) -> list[str]:
-    """The SAE's hook point first, then the extra ones filled in the same forward pass."""
-    return [cfg.model.hook_point, *[h for h in cfg.model.extra_hook_points if h != cfg.model.hook_point]]
+    """Every hook the caches read, the SAE's first, all filled in the same forward pass."""
+    return list(
+        dict.fromkeys(h for layout in ("tokens", "contexts") for s in cache_hook_sets(cfg, layout) for h in s)
+    )
 
 
 def contexts_needed(cfg: RaysaeConfig, layout: str) -> int:
@@ -57,8 +73,9 @@ def generate_caches(cfg: RaysaeConfig) -> dict[tuple[str, str], str]:
     tokenizer = None
     for layout in a.layouts:
         n_contexts = contexts_needed(cfg, layout)
-        layout_dirs = [cache_dir(cfg, hook, layout) for hook in hooks]
-        dirs.update({(hook, layout): d for hook, d in zip(hooks, layout_dirs, strict=True)})
+        sets = cache_hook_sets(cfg, layout)
+        layout_dirs = [cache_dir(cfg, s if len(s) > 1 else s[0], layout) for s in sets]
+        dirs.update({(s[0], layout): d for s, d in zip(sets, layout_dirs, strict=True)})
         missing = [i for i, d in enumerate(layout_dirs) if complete_cache(d) is None]
         if not missing:
             log.info("%s caches complete, reusing: %s", layout, ", ".join(layout_dirs))
@@ -67,8 +84,8 @@ def generate_caches(cfg: RaysaeConfig) -> dict[tuple[str, str], str]:
         todo = [
             CacheBuilder(
                 layout_dirs[i],
-                new_manifest(cfg, hooks[i], layout),
-                column=f"acts_{i}",
+                new_manifest(cfg, sets[i] if len(sets[i]) > 1 else sets[i][0], layout),
+                columns=[f"acts_{hooks.index(h)}" for h in sets[i]],
                 n_contexts=n_contexts,
                 n_rows=a.n_tokens,
                 shard_rows=a.shard_rows

@@ -87,13 +87,29 @@ def _model_identity(cfg: RaysaeConfig) -> dict[str, Any]:
     return ident
 
 
-def key_inputs(cfg: RaysaeConfig, hook_point: str, layout: str) -> dict[str, Any]:
-    """Everything that changes the cached activations."""
+Hooks = str | list[str]
+"""One hook point, or the ordered hooks of a paired cache (input first)."""
+
+
+def hook_list(hooks: Hooks) -> list[str]:
+    return [hooks] if isinstance(hooks, str) else list(hooks)
+
+
+def column_name(index: int) -> str:
+    """The shard column of a cache's `index`-th hook: `acts` (the input), then `acts_1`, ..."""
+    return "acts" if index == 0 else f"acts_{index}"
+
+
+def key_inputs(cfg: RaysaeConfig, hook_point: Hooks, layout: str) -> dict[str, Any]:
+    """Everything that changes the cached activations. A 1-hook cache's inputs are exactly what
+    they always were (existing caches keep their keys); a paired one adds the ordered `hooks`."""
     d, a = cfg.data, cfg.activations
-    return {
+    hooks = hook_list(hook_point)
+    extra = {"hooks": hooks} if len(hooks) > 1 else {}
+    return extra | {
         "version": CACHE_VERSION,
         "model": _model_identity(cfg),
-        "hook_point": hook_point,
+        "hook_point": hooks[0],
         "data": {
             "path": _local_path(d.path),
             "content": content_fingerprint(d.path),
@@ -111,27 +127,31 @@ def key_inputs(cfg: RaysaeConfig, hook_point: str, layout: str) -> dict[str, Any
     }
 
 
-def cache_key(cfg: RaysaeConfig, hook_point: str, layout: str) -> str:
+def cache_key(cfg: RaysaeConfig, hook_point: Hooks, layout: str) -> str:
     """`<model>-<hook>-<layout>-<hash>`: readable, and different whenever the activations are."""
     digest = hashlib.sha256(json.dumps(key_inputs(cfg, hook_point, layout), sort_keys=True).encode())
     model = re.sub(r"[^A-Za-z0-9]+", "-", Path(cfg.model.name).name).strip("-").lower() or "model"
-    hook = re.sub(r"[^A-Za-z0-9]+", "-", hook_point).strip("-")
+    hook = "--".join(re.sub(r"[^A-Za-z0-9]+", "-", h).strip("-") for h in hook_list(hook_point))
     return f"{model}-{hook}-{layout}-{digest.hexdigest()[:16]}"
 
 
-def cache_dir(cfg: RaysaeConfig, hook_point: str, layout: str) -> str:
+def cache_dir(cfg: RaysaeConfig, hook_point: Hooks, layout: str) -> str:
     """The cache's folder: a path, or a URI when `activations.cache_dir` is one."""
     return filesystem.join(cfg.activations.cache_dir, cache_key(cfg, hook_point, layout))
 
 
-def new_manifest(cfg: RaysaeConfig, hook_point: str, layout: str) -> dict[str, Any]:
+def new_manifest(cfg: RaysaeConfig, hook_point: Hooks, layout: str) -> dict[str, Any]:
     d = cfg.data
+    hooks = hook_list(hook_point)
+    if len(hooks) > 1 and layout != "tokens":
+        raise CacheError(f"a {layout} cache holds one hook, not {hooks}")
     return {
         "version": CACHE_VERSION,
         "key": cache_key(cfg, hook_point, layout),
         "model": cfg.model.name,
-        "hook_point": hook_point,
+        "hook_point": hooks[0],
         "d_model": None,
+        "hooks": [{"name": h, "d": None, "column": column_name(i)} for i, h in enumerate(hooks)],
         "dtype": cfg.activations.dtype,
         "layout": layout,
         "n_tokens": 0,
@@ -145,6 +165,14 @@ def new_manifest(cfg: RaysaeConfig, hook_point: str, layout: str) -> dict[str, A
         "complete": False,
         "key_inputs": key_inputs(cfg, hook_point, layout),
     }
+
+
+def manifest_hooks(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """The cache's hooks (`name`, `d`, `column`), input first; a manifest written before paired
+    caches existed has one, `hook_point` in column `acts`."""
+    return manifest.get("hooks") or [
+        {"name": manifest["hook_point"], "d": manifest["d_model"], "column": "acts"}
+    ]
 
 
 def read_manifest(directory: filesystem.Location) -> dict[str, Any] | None:

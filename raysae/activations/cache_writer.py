@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from raysae import filesystem
-from raysae.activations.cache import file_sha256, read_manifest, write_manifest
+from raysae.activations.cache import column_name, file_sha256, read_manifest, write_manifest
 from raysae.activations.finite import refuse_nonfinite
 from raysae.activations.generation import tensor_column, token_rows
 from raysae.errors import CacheError
@@ -35,7 +35,7 @@ class CacheBuilder:
         directory: filesystem.Location,
         manifest: dict[str, Any],
         *,
-        column: str,
+        columns: list[str],
         n_contexts: int,
         n_rows: int,
         shard_rows: int,
@@ -43,7 +43,8 @@ class CacheBuilder:
         seed: int,
     ):
         self.dir = str(directory)
-        self.column = column
+        self.columns = columns
+        """The generator's column of each of the cache's hooks, in the manifest's hook order."""
         self.n_contexts = n_contexts
         self.n_rows = n_rows
         self.layout = manifest["layout"]
@@ -56,7 +57,7 @@ class CacheBuilder:
         self.manifest = existing or manifest
         filesystem.make_dirs(self.dir)
         self._remove_stray_shards()
-        self._buffer: list[np.ndarray] = []
+        self._buffer: list[list[np.ndarray]] = [[] for _ in columns]
         self._buffer_ids: list[np.ndarray] = []
         self._buffer_tokens: list[np.ndarray] = []
         self._buffered_rows = 0
@@ -91,25 +92,29 @@ class CacheBuilder:
             return
         if ids[keep][0] != seen:
             raise CacheError(f"{self.dir}: expected context {seen} next, got {ids[keep][0]}")
-        acts = np.asarray(batch[self.column])[keep]
-        # Before anything is buffered: the shards written so far stay, the manifest stays incomplete.
-        refuse_nonfinite(
-            acts,
-            self.manifest["dtype"],
-            ids[keep],
-            f"{self.manifest['model']} at {self.manifest['hook_point']}",
-        )
-        self.manifest["d_model"] = int(acts.shape[-1])
-        if self.layout == "tokens":
-            rows = token_rows(acts, skip_first=self.manifest["rows_per_context"] < acts.shape[1])
-            rows = rows[: self.n_rows - self.manifest["n_tokens"] - self._buffered_rows]
-            self._buffer.append(rows)
-            self._buffered_rows += len(rows)
-        else:
-            self._buffer.append(acts)
+        hooks = self.manifest.get("hooks") or [{"name": self.manifest["hook_point"]}]
+        n_rows = 0
+        for i, (hook, column) in enumerate(zip(hooks, self.columns, strict=True)):
+            acts = np.asarray(batch[column])[keep]
+            # Before anything is buffered: the shards written so far stay, the manifest stays incomplete.
+            refuse_nonfinite(
+                acts, self.manifest["dtype"], ids[keep], f"{self.manifest['model']} at {hook['name']}"
+            )
+            hook["d"] = int(acts.shape[-1])
+            if i == 0:
+                self.manifest["d_model"] = int(acts.shape[-1])
+            if self.layout == "tokens":
+                rows = token_rows(acts, skip_first=self.manifest["rows_per_context"] < acts.shape[1])
+                rows = rows[: self.n_rows - self.manifest["n_tokens"] - self._buffered_rows]
+                self._buffer[i].append(rows)
+                n_rows = len(rows)
+            else:
+                self._buffer[i].append(acts)
+                n_rows = int(keep.sum()) * acts.shape[1]
+        if self.layout != "tokens":
             self._buffer_ids.append(ids[keep])
             self._buffer_tokens.append(np.asarray(batch["tokens"])[keep])
-            self._buffered_rows += int(keep.sum()) * acts.shape[1]
+        self._buffered_rows += n_rows
         self._buffered_contexts += int(keep.sum())
         if self._buffered_rows >= self.shard_rows * (self.buffer_shards if self.layout == "tokens" else 1):
             self.flush()
@@ -118,21 +123,29 @@ class CacheBuilder:
         if not self._buffered_contexts:
             return
         if self.layout == "tokens":
-            rows = np.concatenate(self._buffer)
+            per_hook = [np.concatenate(b) for b in self._buffer]
             flush_index = len(self.manifest["shards"])
-            rows = rows[np.random.default_rng([self.seed, flush_index]).permutation(len(rows))]
-            for start in range(0, len(rows), self.shard_rows):
-                self._write_shard({"acts": tensor_column(rows[start : start + self.shard_rows])})
+            # One permutation for every hook: a paired row stays one token's activations.
+            order = np.random.default_rng([self.seed, flush_index]).permutation(len(per_hook[0]))
+            per_hook = [rows[order] for rows in per_hook]
+            for start in range(0, len(order), self.shard_rows):
+                self._write_shard(
+                    {
+                        column_name(i): tensor_column(rows[start : start + self.shard_rows])
+                        for i, rows in enumerate(per_hook)
+                    }
+                )
         else:
             self._write_shard(
                 {
                     "context_id": pa.array(np.concatenate(self._buffer_ids)),
                     "tokens": tensor_column(np.concatenate(self._buffer_tokens)),
-                    "acts": tensor_column(np.concatenate(self._buffer)),
+                    "acts": tensor_column(np.concatenate(self._buffer[0])),
                 }
             )
         self.manifest["contexts_done"] += self._buffered_contexts
-        self._buffer, self._buffer_ids, self._buffer_tokens = [], [], []
+        self._buffer = [[] for _ in self.columns]
+        self._buffer_ids, self._buffer_tokens = [], []
         self._buffered_rows = self._buffered_contexts = 0
         write_manifest(self.dir, self.manifest)
         self._report()

@@ -113,7 +113,8 @@ def token_rows(acts: np.ndarray, skip_first: bool) -> np.ndarray:
 
 
 def live_dataset(cfg: RaysaeConfig, contexts: range | None = None, *, skip_rows: int = 0):
-    """Training rows (`acts` [d_model]) generated on the fly, never touching disk.
+    """Training rows (`acts` [d_model], and `acts_1` [d_out] with `model.hook_point_out`)
+    generated on the fly, never touching disk.
 
     By default the contexts of the training budget (`activations.n_tokens` rows);
     `contexts` picks other ones by index in the packed corpus, without the first
@@ -124,14 +125,19 @@ def live_dataset(cfg: RaysaeConfig, contexts: range | None = None, *, skip_rows:
         contexts = range(contexts_for_tokens(cfg.data, cfg.activations.n_tokens))
     tokens = pack_contexts(cfg.data, tokenizer_for(cfg), contexts.stop)[contexts.start :]
     skip = rows_per_context(cfg.data) < cfg.data.context_size
-    ds = generation_dataset(cfg, tokens, contexts.start, [cfg.model.hook_point])
+    m = cfg.model
+    hooks = [m.hook_point] if m.hook_point_out in (None, m.hook_point) else [m.hook_point, m.hook_point_out]
+    ds = generation_dataset(cfg, tokens, contexts.start, hooks)
     first = contexts.start
 
     def rows(b) -> dict[str, np.ndarray]:  # a numpy batch (batch_format="numpy")
-        acts = token_rows(np.asarray(b["acts_0"]), skip)
-        if skip_rows and len(b["context_id"]) and int(b["context_id"][0]) == first:
-            acts = acts[skip_rows:]  # the block that opens the stream: its first context, cut
-        return {"acts": acts}
+        out = {}
+        for i in range(len(hooks)):  # a paired source: `acts` (input), `acts_1` (output), row-aligned
+            acts = token_rows(np.asarray(b[f"acts_{i}"]), skip)
+            if skip_rows and len(b["context_id"]) and int(b["context_id"][0]) == first:
+                acts = acts[skip_rows:]  # the block that opens the stream: its first context, cut
+            out["acts" if i == 0 else f"acts_{i}"] = acts
+        return out
 
     ds = ds.map_batches(rows, batch_size=None, batch_format="numpy")
     return ds.limit(cfg.activations.n_tokens) if whole_budget else ds

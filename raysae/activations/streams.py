@@ -16,7 +16,8 @@ import math
 from dataclasses import dataclass
 
 from raysae import filesystem
-from raysae.activations.cache import cache_dir, read_shards, shard_sequence, verify_cache
+from raysae.activations.build import training_hooks
+from raysae.activations.cache import cache_dir, manifest_hooks, read_shards, shard_sequence, verify_cache
 from raysae.activations.finite import check_finite_shards
 from raysae.activations.generation import live_dataset
 from raysae.activations.language_model import tokenizer_for
@@ -55,15 +56,18 @@ class CacheSplit:
     """Manifest entries (`file`, `rows`, ...) of the shards trained on."""
     held_out: list[dict]
     """The last shards, covering at least `train.eval_tokens` rows."""
+    columns: tuple[str, ...] = ("acts",)
+    """The columns a row carries: `acts` (input hook), and `acts_1` (output hook) when paired."""
 
     def dataset(self, shards: list[dict], *, skip_rows: int = 0):
         """`acts` rows of these shards (manifest entries), read in this order, without the
         first shard's first `skip_rows` rows."""
-        return read_shards(self.directory, shards, columns=["acts"], skip_rows=skip_rows)
+        return read_shards(self.directory, shards, columns=list(self.columns), skip_rows=skip_rows)
 
 
 def split_cache(cfg: RaysaeConfig, *, checksums: bool = True) -> CacheSplit:
-    directory = cache_dir(cfg, cfg.model.hook_point, "tokens")
+    hooks = training_hooks(cfg)
+    directory = cache_dir(cfg, hooks if len(hooks) > 1 else hooks[0], "tokens")
     manifest = verify_cache(directory, checksums=checksums)
     shards = manifest["shards"]
     held, rows = 0, 0
@@ -85,7 +89,8 @@ def split_cache(cfg: RaysaeConfig, *, checksums: bool = True) -> CacheSplit:
         )
     if checksums:  # the driver's check, once: name a held-out shard holding NaN or Inf
         check_finite_shards(directory, shards[-held:], manifest["dtype"])
-    return CacheSplit(directory, manifest["d_model"], shards[:-held], shards[-held:])
+    columns = tuple(h["column"] for h in manifest_hooks(manifest))
+    return CacheSplit(directory, manifest["d_model"], shards[:-held], shards[-held:], columns)
 
 
 def training_rows(cfg: RaysaeConfig, position: int = 0):

@@ -41,6 +41,12 @@ class ModelConfig(Section):
     hook_point: str = Field(default="blocks.0.hook_resid_post", pattern=r"^[A-Za-z_][\w.]*$")
     """TransformerLens hook point the SAEs read, e.g. `blocks.5.hook_resid_post`."""
 
+    hook_point_out: str | None = Field(default=None, pattern=r"^[A-Za-z_][\w.]*$")
+    """Output (target) hook of a transcoder, e.g. `blocks.5.hook_mlp_out`. When set and different
+    from `hook_point`, the training (`tokens`) cache is paired: each row holds both hooks'
+    activations from one forward pass at one token (`acts` the input, `acts_1` the target),
+    shuffled together. Empty: an SAE on `hook_point` alone."""
+
     extra_hook_points: list[str] = Field(default_factory=list)
     """More hook points whose caches `raysae.generate` fills in the same forward pass."""
 

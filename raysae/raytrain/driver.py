@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from raysae import filesystem
+from raysae.activations.build import training_hooks
 from raysae.activations.cache import key_inputs
 from raysae.activations.streams import held_out_dataset, split_cache
 from raysae.config import OPERATIONAL, RaysaeConfig, TrainConfig, check_population
@@ -43,7 +44,7 @@ def fingerprint(members: Sequence[RaysaeConfig]) -> dict[str, dict[str, Any]]:
         out[f"sae {i}"] = {
             "sae": m.sae.model_dump(mode="json"),
             "train": train,
-            "activations": key_inputs(m, m.model.hook_point, "tokens"),
+            "activations": key_inputs(m, training_hooks(m), "tokens"),
             "source": m.activations.source,
         }
     return out

@@ -24,6 +24,7 @@ from typing import Any
 
 from raysae import filesystem, progress
 from raysae.activations import generate_caches
+from raysae.activations.build import training_hooks
 from raysae.activations.cache import key_inputs
 from raysae.analysis import analyze
 from raysae.cli import failure_reason
@@ -250,7 +251,7 @@ def _build_caches(trials: list[list[RaysaeConfig]]) -> None:
     """Every distinct training cache of the trials, once, before any trial starts."""
     seen = set()
     for members in trials:
-        key = json.dumps(key_inputs(members[0], members[0].model.hook_point, "tokens"), sort_keys=True)
+        key = json.dumps(key_inputs(members[0], training_hooks(members[0]), "tokens"), sort_keys=True)
         if members[0].activations.source == "cache" and key not in seen:
             seen.add(key)
             generate_caches(members[0])

@@ -126,7 +126,14 @@ def test_generation_refuses_non_finite_rows_and_leaves_the_cache_incomplete(trai
     manifest = new_manifest(cfg, cfg.model.hook_point, "tokens")
     directory = tmp_path / manifest["key"]
     builder = CacheBuilder(
-        directory, manifest, column="acts", n_contexts=8, n_rows=120, shard_rows=15, buffer_shards=1, seed=0
+        directory,
+        manifest,
+        columns=["acts"],
+        n_contexts=8,
+        n_rows=120,
+        shard_rows=15,
+        buffer_shards=1,
+        seed=0,
     )
     acts = np.random.default_rng(0).normal(size=(4, 16, 32)).astype(np.float16)
     builder.add({"context_id": np.arange(4), "acts": acts})
