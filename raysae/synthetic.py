@@ -69,3 +69,58 @@ def max_cosine(decoder: Tensor, atoms: Tensor) -> Tensor:
 def recovery(decoder: Tensor, atoms: Tensor, threshold: float = 0.9) -> float:
     """Fraction of atoms matched by some decoder row at cosine >= `threshold`."""
     return float((max_cosine(decoder, atoms) >= threshold).float().mean())
+
+
+class PlantedTranscoder:
+    """Input/target pairs that share one sparse code: `x` as `PlantedDictionary` draws it, and
+    `y = out_offset + codes @ out_atoms + x @ skip.T + noise`, with `skip` a dense random map
+    (zero unless `skip_scale`). A transcoder that works finds the input atoms in its encoder
+    columns and the output atoms in its decoder rows; a skip transcoder finds `skip` in `W_skip`.
+    `orthogonal_inputs` makes the input atoms orthonormal, so that the encoder side has one
+    right answer to compare with (an encoder column reads its atom's dual direction, which for
+    random overcomplete atoms is not the atom). `dense` adds isotropic Gaussian activity of that standard deviation per dimension to `x`,
+    code-free: without it a linear map of `x` could stand in for part of the sparse term, so
+    `skip` would not be the only exact solution's dense part that training finds."""
+
+    def __init__(
+        self,
+        d_in: int,
+        d_out: int,
+        n_atoms: int,
+        *,
+        skip_scale: float = 0.0,
+        dense: float = 0.0,
+        orthogonal_inputs: bool = False,
+        seed: int = 0,
+        **kw,
+    ):
+        self.inputs = PlantedDictionary(d_in, n_atoms, seed=seed, **kw)
+        gen = torch.Generator().manual_seed(seed + 1)
+        if orthogonal_inputs:  # the ideal encoder column is then the atom itself (its dual)
+            if n_atoms > d_in:
+                raise ValueError(f"{n_atoms} orthogonal atoms do not fit in {d_in} dimensions")
+            q, _ = torch.linalg.qr(torch.randn(d_in, n_atoms, generator=gen))
+            self.inputs.atoms = q.T.contiguous()
+        out = torch.randn(n_atoms, d_out, generator=gen)
+        self.out_atoms = out / out.norm(dim=1, keepdim=True)
+        offset = torch.randn(d_out, generator=gen)
+        self.out_offset = offset / offset.norm()
+        self.skip = skip_scale * torch.randn(d_out, d_in, generator=gen) / d_in**0.5
+        self.d_in, self.d_out, self.dense = d_in, d_out, dense
+
+    @property
+    def in_atoms(self) -> Tensor:
+        return self.inputs.atoms
+
+    def sample(self, n: int, gen: torch.Generator) -> tuple[Tensor, Tensor]:
+        codes = self.inputs.sample_codes(n, gen)
+        p = self.inputs
+        x = p.offset + codes @ p.atoms + (p.noise + self.dense) * torch.randn(n, self.d_in, generator=gen)
+        y = self.out_offset + codes @ self.out_atoms + x @ self.skip.T
+        return x, y + p.noise * torch.randn(n, self.d_out, generator=gen)
+
+    def batches(self, batch_size: int, n_tokens: int, seed: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
+        """`n_tokens` (input, target) rows in batches of `batch_size`."""
+        gen = torch.Generator().manual_seed(seed)
+        for start in range(0, n_tokens, batch_size):
+            yield self.sample(min(batch_size, n_tokens - start), gen)

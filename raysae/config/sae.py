@@ -19,6 +19,12 @@ class SAEConfig(ScopedSection):
     """SAELens architecture name: `standard` (ReLU + L1), `topk`, `batchtopk`, `jumprelu`,
     `matryoshka_batchtopk` (BatchTopK with nested prefix losses) or `gated` (gate + magnitude paths)."""
 
+    kind: Annotated[Literal["sae", "transcoder", "skip_transcoder"], MEMBER] = "sae"
+    """What it reconstructs: `sae` its input (`model.hook_point`); `transcoder` the output hook
+    (`model.hook_point_out`) from the input hook, the same tokens of a paired cache; a
+    `skip_transcoder` adds a dense linear map from input to output (`W_skip`). Every
+    architecture but `gated` and `matryoshka_batchtopk` trains as either."""
+
     d_in: Annotated[int | None, SHARED] = Field(default=None, gt=0)
     """Width of the activations; left empty, it is read from the model or the cache."""
 

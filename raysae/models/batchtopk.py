@@ -29,8 +29,8 @@ class BatchTopKSAE(TopKSAE):
     """The inference threshold: an EMA of the smallest activation kept per training batch."""
     threshold_updates: Tensor
 
-    def __init__(self, cfg: SAEConfig, d_in: int):
-        super().__init__(cfg, d_in)
+    def __init__(self, cfg: SAEConfig, d_in: int, d_out: int | None = None):
+        super().__init__(cfg, d_in, d_out)
         self.register_buffer("threshold", torch.zeros((), dtype=torch.float32))
         self.register_buffer("threshold_updates", torch.zeros((), dtype=torch.long))
 

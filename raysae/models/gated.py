@@ -34,10 +34,11 @@ if TYPE_CHECKING:
 class GatedSAE(SparseAutoencoder):
     architecture = "gated"
     saelens_architecture = "gated"
+    transcoder_ok = False  # SAELens has no gated transcoder, and its aux loss reads the input
     unit_norm_decoder = False
 
-    def __init__(self, cfg: SAEConfig, d_in: int):
-        super().__init__(cfg, d_in)
+    def __init__(self, cfg: SAEConfig, d_in: int, d_out: int | None = None):
+        super().__init__(cfg, d_in, d_out)
         del self.b_enc  # the gate and the magnitude path each have their own bias
         dtype = self.W_enc.dtype
         self.b_gate = nn.Parameter(torch.zeros(self.d_sae, dtype=dtype))
@@ -82,7 +83,12 @@ class GatedSAE(SparseAutoencoder):
         return self.gated_acts(*self.pre_activations(x.to(self.W_enc.dtype) * self.input_scale))
 
     def forward(
-        self, x: Tensor, *, dead_mask: Tensor | None = None, sparsity_scale: float = 1.0
+        self,
+        x: Tensor,
+        target: Tensor | None = None,
+        *,
+        dead_mask: Tensor | None = None,
+        sparsity_scale: float = 1.0,
     ) -> ForwardOutput:
         """Reconstruction and loss terms (see the module docstring); `dead_mask` is not used."""
         x_n = x.to(self.W_enc.dtype) * self.input_scale

@@ -73,8 +73,8 @@ class JumpReLUSAE(SparseAutoencoder):
             elif cfg.target_l0 > d_sae:
                 yield "sae.target_l0", f"target_l0={cfg.target_l0:g} is larger than d_sae={d_sae}"
 
-    def __init__(self, cfg: SAEConfig, d_in: int):
-        super().__init__(cfg, d_in)
+    def __init__(self, cfg: SAEConfig, d_in: int, d_out: int | None = None):
+        super().__init__(cfg, d_in, d_out)
         self.threshold = nn.Parameter(
             torch.full((self.d_sae,), cfg.jumprelu_init_threshold, dtype=self.W_enc.dtype)
         )

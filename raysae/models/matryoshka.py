@@ -50,6 +50,7 @@ def matryoshka_widths(cfg: SAEConfig, d_sae: int) -> list[int]:
 class MatryoshkaBatchTopKSAE(BatchTopKSAE):
     architecture = "matryoshka_batchtopk"
     saelens_architecture = "jumprelu"
+    transcoder_ok = False  # its nested prefixes reconstruct the input
 
     @classmethod
     def width_problems(cls, cfg: SAEConfig, d_in: int) -> Iterator[tuple[str, str]]:
@@ -66,8 +67,8 @@ class MatryoshkaBatchTopKSAE(BatchTopKSAE):
         elif widths[-1] > d_sae:
             yield "sae.matryoshka_widths", f"the last width {widths[-1]} is larger than d_sae={d_sae}"
 
-    def __init__(self, cfg: SAEConfig, d_in: int):
-        super().__init__(cfg, d_in)
+    def __init__(self, cfg: SAEConfig, d_in: int, d_out: int | None = None):
+        super().__init__(cfg, d_in, d_out)
         self.widths = matryoshka_widths(cfg, self.d_sae)
         """The prefix widths, ascending, the last equal to d_sae."""
 
@@ -75,7 +76,12 @@ class MatryoshkaBatchTopKSAE(BatchTopKSAE):
         return f"{super().extra_repr()}, matryoshka_widths={self.widths}"
 
     def forward(
-        self, x: Tensor, *, dead_mask: Tensor | None = None, sparsity_scale: float = 1.0
+        self,
+        x: Tensor,
+        target: Tensor | None = None,
+        *,
+        dead_mask: Tensor | None = None,
+        sparsity_scale: float = 1.0,
     ) -> ForwardOutput:
         """BatchTopK's forward pass (the full width's MSE, AuxK), plus the inner prefixes' MSEs in `loss`."""
         out = super().forward(x, dead_mask=dead_mask, sparsity_scale=sparsity_scale)

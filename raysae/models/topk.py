@@ -46,10 +46,10 @@ class TopKSAE(SparseAutoencoder):
             yield "sae.k", f"k={cfg.k} is larger than d_sae={d_sae}"
         yield from super().width_problems(cfg, d_in)
 
-    def __init__(self, cfg: SAEConfig, d_in: int):
-        super().__init__(cfg, d_in)
+    def __init__(self, cfg: SAEConfig, d_in: int, d_out: int | None = None):
+        super().__init__(cfg, d_in, d_out)
         self.k = cfg.k
-        self.k_aux = min(cfg.k_aux or max(d_in // 2, 1), self.d_sae)
+        self.k_aux = min(cfg.k_aux or max(self.d_out // 2, 1), self.d_sae)
 
     def activate(self, pre: Tensor) -> Tensor:
         return topk_relu(pre, self.k)
