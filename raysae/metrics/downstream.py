@@ -1,4 +1,4 @@
-"""CE-loss recovered and KL with the SAE spliced into the language model.
+"""CE-loss recovered and KL with the SAE (or transcoder) spliced into the language model.
 
 `model` is anything with TransformerLens's `run_with_hooks(tokens, fwd_hooks=...,
 return_type="logits")`, e.g. a TransformerLens 4.x `TransformerBridge`.
@@ -30,6 +30,7 @@ def ce_loss_recovered(
     *,
     loss_mask: Tensor | None = None,
     splice_mask: Tensor | None = None,
+    hook_point_out: str | None = None,
 ) -> dict[str, float]:
     """Next-token CE of the clean model, with the SAE's reconstruction spliced in at
     `hook_point`, and with that activation zero-ablated; plus KL(clean || spliced).
@@ -40,20 +41,44 @@ def ce_loss_recovered(
     `splice_mask` ([batch, seq], bool) selects the positions whose activation is
     replaced (by the reconstruction, or by zeros); e.g. leave BOS out, which SAEs
     are not trained on. By default every position is replaced.
+
+    A transcoder (`hook_point_out`, its output hook) is spliced in place of its target: in the
+    same forward pass its input is read at `hook_point` and its output replaces the activation
+    at `hook_point_out` (which must come later in the forward pass); the zero ablation zeroes
+    `hook_point_out`. The same definitions as for an SAE, with the target in the input's place.
     """
     sae.eval()
     keep = None if splice_mask is None else ~splice_mask.to(tokens.device)[..., None]
+    read: dict[str, Tensor] = {}
+    # raysae's SAEs reconstruct (a skip transcoder's skip term included); anything with
+    # SAELens's encode/decode will do too.
+    reconstruct = getattr(sae, "reconstruct", None) or (lambda a: sae.decode(sae.encode(a)))
 
     def splice(act: Tensor, hook=None) -> Tensor:
-        new = sae.decode(sae.encode(act)).to(act.dtype)
+        new = reconstruct(act).to(act.dtype)
+        return new if keep is None else torch.where(keep, act, new)
+
+    def read_input(act: Tensor, hook=None) -> Tensor:
+        read["input"] = act
+        return act
+
+    def transcode(act: Tensor, hook=None) -> Tensor:
+        if "input" not in read:
+            raise ValueError(
+                f"{hook_point_out} runs before {hook_point}: a transcoder cannot be spliced there"
+            )
+        new = reconstruct(read.pop("input")).to(act.dtype)
         return new if keep is None else torch.where(keep, act, new)
 
     def zero(act: Tensor, hook=None) -> Tensor:
         return torch.zeros_like(act) if keep is None else act.masked_fill(~keep, 0)
 
+    target = hook_point if hook_point_out is None else hook_point_out
+    spliced = (
+        [(hook_point, splice)] if hook_point_out is None else [(hook_point, read_input), (target, transcode)]
+    )
     runs = {}
-    for name, fn in (("clean", None), ("sae", splice), ("zero", zero)):
-        hooks = [(hook_point, fn)] if fn is not None else []
+    for name, hooks in (("clean", []), ("sae", spliced), ("zero", [(target, zero)])):
         logits = model.run_with_hooks(tokens, fwd_hooks=hooks, return_type="logits")
         runs[name] = _next_token_stats(logits, tokens)
     mask = torch.ones_like(runs["clean"][0], dtype=torch.bool) if loss_mask is None else loss_mask

@@ -35,7 +35,10 @@ def evaluate(
     max_tokens: int | None = None,
     latent_similarity: bool = True,
 ) -> dict[str, float]:
-    """Metrics of `sae` in eval mode over `batches` ([rows, d_in]).
+    """Metrics of `sae` in eval mode over `batches` ([rows, d_in], or (inputs, targets) pairs).
+
+    A transcoder's reconstruction metrics compare its output with the targets (the output
+    hook); an SAE's compare with its inputs, whatever the batches pair them with.
 
     Reconstruction (`raysae.metrics.reconstruction`): `mse`, `fvu`, `explained_variance`,
     and SAELens's `mse_per_token`, `explained_variance_saelens`. Geometry
@@ -87,11 +90,19 @@ def evaluate_in_detail(
         for batch in batches:
             if max_tokens is not None and recon.n_tokens >= max_tokens:
                 break
+            x, target = batch if isinstance(batch, tuple | list) else (batch, None)
             if max_tokens is not None:
-                batch = batch[: max_tokens - recon.n_tokens]
-            x = batch.to(device)
-            acts = sae.encode(x)
-            x_hat = sae.decode(acts)
+                x = x[: max_tokens - recon.n_tokens]
+                target = None if target is None else target[: len(x)]
+            x = inputs = x.to(device)
+            acts = sae.encode(inputs)
+            if getattr(sae, "is_transcoder", False):
+                if target is None:
+                    raise ValueError("evaluating a transcoder needs (inputs, targets) batches")
+                x = target.to(device)  # what the output is compared with
+                x_hat = sae.reconstruct(inputs, acts)
+            else:
+                x_hat = sae.decode(acts)
             recon.update(x, x_hat)
             shrinkage.update(x, x_hat)
             firing.update(acts)

@@ -30,6 +30,7 @@ import torch.distributed as dist
 
 from raysae import filesystem, progress
 from raysae.activations import iter_activation_batches, load_model
+from raysae.activations.build import training_hooks
 from raysae.activations.streams import evaluation_contexts, training_rows, write_position
 from raysae.config import RaysaeConfig
 from raysae.errors import ConfigError
@@ -39,6 +40,7 @@ from raysae.ray_runtime import quiet_ray
 from raysae.run_dir import RunDir
 from raysae.tracking import Tracker
 from raysae.training import Member, Population, StepMetrics, finish_sae, train_population
+from raysae.training.batch import Batch, batch_rows, first_rows, split_batch
 from raysae.training.loop import step_note
 
 log = logging.getLogger("raysae.train")
@@ -80,10 +82,24 @@ def _ddp(sae: torch.nn.Module, device: torch.device, world: int):
     return DistributedDataParallel(sae, device_ids=ids, broadcast_buffers=False)
 
 
-def _gather_rows(rows: torch.Tensor) -> torch.Tensor:
+def _gather_rows(rows: Batch) -> Batch:
+    """Every worker's initialisation rows (inputs, or inputs and targets), in rank order."""
+    if isinstance(rows, tuple):
+        x, y = rows
+        return _gather_tensor(x), _gather_tensor(y)
+    return _gather_tensor(rows)
+
+
+def _gather_tensor(rows: torch.Tensor) -> torch.Tensor:
     parts = [torch.empty_like(rows) for _ in range(dist.get_world_size())]
     dist.all_gather(parts, rows.contiguous())
     return torch.cat(parts)
+
+
+def paired_columns(cfg: RaysaeConfig) -> tuple[str, ...] | None:
+    """The columns a paired cache's (or live source's) rows are read as, (input, target), or
+    None where the training stream holds the input hook alone."""
+    return ("acts", "acts_1") if len(training_hooks(cfg)) > 1 else None
 
 
 def _training_stream(cfg: RaysaeConfig, tokens: int, rank: int, world: int, device: torch.device):
@@ -115,15 +131,17 @@ class HeldOut:
 
     def __init__(self, cfg: RaysaeConfig):
         self.cfg = cfg
-        self._batches: list[torch.Tensor] | None = None
+        self._batches: list[Batch] | None = None
 
-    def batches(self) -> list[torch.Tensor]:
+    def batches(self) -> list[Batch]:
         if self._batches is None:
             shard, n, out = ray.train.get_dataset_shard("eval"), 0, []
-            reader = iter_activation_batches(shard, 4096, dtype=self.cfg.activations.dtype)
+            reader = iter_activation_batches(
+                shard, 4096, dtype=self.cfg.activations.dtype, columns=paired_columns(self.cfg)
+            )
             for batch in reader:
-                out.append(batch[: self.cfg.train.eval_tokens - n])
-                n += len(out[-1])
+                out.append(first_rows(batch, self.cfg.train.eval_tokens - n))
+                n += batch_rows(out[-1])
                 if n >= self.cfg.train.eval_tokens:
                     break
             # Stop the read now: an iterator left open keeps its executor (and, verbose, its
@@ -171,15 +189,18 @@ def train_loop_per_worker(config: dict) -> None:
         drop_last=True,
         # On CUDA: pinned, non-blocking copies of blocks read ahead (the CPU path is unchanged).
         device=device,
+        columns=paired_columns(base),
     )
-    batches: Iterator[torch.Tensor] = reader
+    batches: Iterator[Batch] = reader
     d_in = restored["d_in"] if restored else job.d_in
-    if d_in is None:
+    d_out = restored.get("d_out") if restored else None
+    if d_in is None or (paired_columns(base) and d_out is None):
         first = next(reader)
-        d_in = first.shape[1]
+        x, y = split_batch(first)
+        d_in, d_out = x.shape[1], None if y is None else y.shape[1]
         batches = itertools.chain([first], reader)
     try:
-        saes = [build_sae(m.sae, d_in).to(device) for m in job.members]
+        saes = [build_sae(m.sae, d_in, d_out).to(device) for m in job.members]
     except ConfigError as exc:
         # Bad input, the same on every worker: hand it to the driver rather than raise,
         # which Ray Train would retry (FailureConfig) to the same end.
@@ -230,6 +251,7 @@ def train_loop_per_worker(config: dict) -> None:
     def state() -> dict:
         return {
             "d_in": d_in,
+            "d_out": d_out,
             "members": population.state_dict(),
             "stream_tokens": population.tokens_seen,
             "rng": torch.get_rng_state(),
@@ -353,7 +375,10 @@ def _finish(
         record = {"sae_id": sae_id, "mlflow_run_id": tracker.run_ids[i], "resumed_from_tokens": resumed_from}
         if ce_model is not None:
             model, tokens_ce, mask = ce_model
-            ce = ce_loss_recovered(model, tokens_ce, m.sae, cfg.model.hook_point, splice_mask=mask)
+            out_hook = cfg.model.hook_point_out if m.sae.is_transcoder else None
+            ce = ce_loss_recovered(
+                model, tokens_ce, m.sae, cfg.model.hook_point, splice_mask=mask, hook_point_out=out_hook
+            )
             extra = {"ce_loss_recovered": ce["ce_loss_recovered"], "kl_sae": ce["kl_sae"]}
             record["ce"] = ce
         row = finish_sae(

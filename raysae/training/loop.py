@@ -6,11 +6,10 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 
-from torch import Tensor
-
 from raysae.config import TrainConfig
 from raysae.devices import resolve_device
 from raysae.models import SparseAutoencoder
+from raysae.training.batch import Batch
 from raysae.training.population import Member, Population, train_population
 from raysae.training.step import StepMetrics
 
@@ -19,12 +18,13 @@ log = logging.getLogger("raysae.train")
 
 def fit(
     sae: SparseAutoencoder,
-    batches: Iterable[Tensor],
+    batches: Iterable[Batch],
     train_config: TrainConfig,
     *,
     on_step: Callable[[StepMetrics], None] | None = None,
 ) -> SparseAutoencoder:
-    """Train `sae` on `batches` ([rows, d_in] tensors) until `total_tokens` rows are seen.
+    """Train `sae` on `batches` ([rows, d_in] tensors, or (inputs, targets) pairs for a
+    transcoder) until `total_tokens` rows are seen.
 
     The first `init_tokens` rows set the input scale and the decoder bias (unless
     the SAE is already initialised); they are then trained on like any other.

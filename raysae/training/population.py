@@ -14,10 +14,19 @@ import math
 from collections.abc import Callable, Iterable
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from raysae.config import TrainConfig
 from raysae.models import SparseAutoencoder
+from raysae.training.batch import (
+    Batch,
+    batch_rows,
+    batch_to,
+    check_batch,
+    concat_batches,
+    first_rows,
+    split_batch,
+)
 from raysae.training.step import NonFiniteLossError, SAETrainer, StepMetrics
 
 log = logging.getLogger("raysae.train")
@@ -78,12 +87,13 @@ class Population:
     def tokens_seen(self) -> int:
         return max(m.trainer.tokens_seen for m in self.members)
 
-    def initialize(self, rows: Tensor) -> None:
+    def initialize(self, rows: Batch) -> None:
+        x, y = split_batch(rows)
         for m in self.members:
             if not bool(m.sae.initialized):
-                m.sae.initialize_from_batch(rows)
+                m.sae.initialize_from_batch(x, y)
 
-    def step(self, batch: Tensor) -> list[StepMetrics | None]:
+    def step(self, batch: Batch) -> list[StepMetrics | None]:
         out: list[StepMetrics | None] = []
         for i, m in enumerate(self.members):
             if not m.active:
@@ -131,44 +141,43 @@ class Population:
             m.error = state["error"]
 
 
-def _check_batch(batch: Tensor, d_in: int, index: int) -> None:
-    if not isinstance(batch, Tensor) or batch.ndim != 2 or batch.shape[1] != d_in:
-        shape = tuple(batch.shape) if isinstance(batch, Tensor) else type(batch).__name__
-        raise ValueError(f"batch {index}: expected a [rows, {d_in}] tensor, got {shape}")
-
-
 def train_population(
     population: Population,
-    batches: Iterable[Tensor],
+    batches: Iterable[Batch],
     *,
     init_tokens: int,
     device: torch.device | str = "cpu",
-    share_init_rows: Callable[[Tensor], Tensor] | None = None,
+    share_init_rows: Callable[[Batch], Batch] | None = None,
     on_step: Callable[[list[StepMetrics | None]], None] | None = None,
 ) -> int:
     """Step `population` on `batches` until every member is done; returns batches read.
 
     The first `init_tokens` rows (per worker: `init_tokens / world`, combined by
     `share_init_rows` under data parallelism) initialise members that are not
-    yet initialised; those rows are then trained on like any other.
+    yet initialised; those rows are then trained on like any other. Batches are inputs, or
+    (inputs, targets) pairs, which a population with a transcoder needs (`raysae.training.batch`).
     """
     d_in = population.members[0].sae.d_in
+    outs = {m.sae.d_out for m in population.members if m.sae.is_transcoder}
+    if len(outs) > 1:
+        raise ValueError(f"the population's transcoders write different widths {sorted(outs)}")
+    d_out = outs.pop() if outs else None
     world = population.members[0].trainer.world_size
     init_rows = math.ceil(init_tokens / world)
-    pending: list[Tensor] = []
+    pending: list[Batch] = []
     index = -1
 
-    def initialize(rows: Tensor) -> None:
+    def initialize(rows: Batch) -> None:
         population.initialize(share_init_rows(rows) if share_init_rows else rows)
 
     for index, batch in enumerate(batches):
-        _check_batch(batch, d_in, index)
-        batch = batch.to(device, non_blocking=True)
+        check_batch(batch, d_in, index, d_out)
+        batch = batch_to(batch, device)
         if not population.initialized:
             pending.append(batch)
-            if sum(b.shape[0] for b in pending) < init_rows:
+            if sum(batch_rows(b) for b in pending) < init_rows:
                 continue
-            initialize(torch.cat(pending)[:init_rows])
+            initialize(first_rows(concat_batches(pending), init_rows))
         for b in pending or [batch]:
             metrics = population.step(b)
             if on_step is not None:
@@ -179,7 +188,7 @@ def train_population(
         if population.done:
             break
     if pending:  # fewer rows in the whole stream than init_tokens
-        initialize(torch.cat(pending))
+        initialize(concat_batches(pending))
         for b in pending:
             if population.done:
                 break

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from raysae.config import TrainConfig
 from raysae.models import SparseAutoencoder
+from raysae.training.batch import Batch, split_batch
 from raysae.training.schedule import annealed_k, lr_factor, ramp
 
 
@@ -114,27 +115,31 @@ class SAETrainer:
             return torch.autocast(device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def step(self, batch: Tensor) -> StepMetrics:
+    def step(self, batch: Batch) -> StepMetrics:
+        """One update on `batch`: inputs, or (inputs, targets), which a transcoder needs."""
         sae, cfg, p = self.sae, self.cfg, self.progress
+        x, target = split_batch(batch)
+        if not sae.is_transcoder:
+            target = None
         lr = cfg.lr * lr_factor(p, cfg.lr_warmup_fraction, cfg.lr_decay_fraction)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         if self.k_range is not None:
             sae.k = annealed_k(p, *self.k_range, cfg.k_anneal_fraction)
         sae.train()
-        health = self._health_on(batch.device)
-        with self.autocast(batch.device):
+        health = self._health_on(x.device)
+        with self.autocast(x.device):
             out = self.module(
-                batch, dead_mask=sae.dead_mask(), sparsity_scale=ramp(p, cfg.sparsity_warmup_fraction)
+                x, target, dead_mask=sae.dead_mask(), sparsity_scale=ramp(p, cfg.sparsity_warmup_fraction)
             )
-        ok = health.record(out, batch, self.world_size)
+        ok = health.record(out, x if target is None else torch.cat([x, target], dim=1), self.world_size)
         if not self.fused:  # no device-side skip: read the flag now, before anything changes
             self.check_finite()
         running = [(b, b.clone()) for b in sae.buffers()]
         stats = sae.step_statistics(out)
         if self.world_size > 1:
             dist.all_reduce(stats)
-        sae.update_running_state(stats, tokens=batch.shape[0] * self.world_size)
+        sae.update_running_state(stats, tokens=x.shape[0] * self.world_size)
         with torch.no_grad():
             for b, before in running:  # a skipped step leaves dead counts and threshold as they were
                 b.copy_(torch.where(ok, b, before))
@@ -154,7 +159,7 @@ class SAETrainer:
         else:
             self.optimizer.step()
         sae.after_optimizer_step(ok)
-        rows = batch.shape[0] * self.world_size
+        rows = x.shape[0] * self.world_size
         self.steps += 1
         self.tokens_seen += rows
         health.advance(rows)

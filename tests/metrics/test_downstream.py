@@ -1,5 +1,7 @@
 """CE-loss recovered and KL with a real (tiny, random) TransformerLens 4.x model."""
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -93,3 +95,46 @@ def test_splice_mask_leaves_unselected_positions_alone(model, tokens):
     late = ~early
     out = ce_loss_recovered(model, tokens, Zero(), HOOK, splice_mask=last, loss_mask=late)
     assert out["kl_zero"] > 0
+
+
+class ExactTranscoder(torch.nn.Module):
+    """A perfect transcoder of block 0's MLP: its 'reconstruction' is the MLP itself (a copy,
+    which carries none of the run's hooks: the model's own MLP would fire them again)."""
+
+    def __init__(self, mlp, scale: float = 1.0):
+        super().__init__()
+        self.mlp, self.scale = copy.deepcopy(mlp), scale
+
+    def reconstruct(self, x):
+        return self.scale * self.mlp(x)
+
+
+IN, OUT = "blocks.0.ln2.hook_out", "blocks.0.hook_mlp_out"
+
+
+def test_a_perfect_transcoder_spliced_at_its_output_hook_loses_nothing(model, tokens):
+    out = ce_loss_recovered(model, tokens, ExactTranscoder(model.blocks[0].mlp), IN, hook_point_out=OUT)
+    assert out["ce_sae"] == pytest.approx(out["ce_clean"], abs=1e-6)
+    assert out["ce_loss_recovered"] == pytest.approx(1.0, abs=1e-5)
+    assert out["kl_sae"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_a_transcoder_splice_replaces_the_output_hook_with_its_prediction(model, tokens):
+    """Against a direct computation: the MLP output halved at every position, by hand."""
+    half = ExactTranscoder(model.blocks[0].mlp, scale=0.5)
+    out = ce_loss_recovered(model, tokens, half, IN, hook_point_out=OUT)
+    logits = model.run_with_hooks(
+        tokens, fwd_hooks=[(OUT, lambda a, hook=None: 0.5 * a)], return_type="logits"
+    )
+    ce = F.cross_entropy(logits[:, :-1].double().reshape(-1, 97), tokens[:, 1:].reshape(-1))
+    assert out["ce_sae"] == pytest.approx(float(ce), rel=1e-6)
+    zero = model.run_with_hooks(tokens, fwd_hooks=[(OUT, lambda a, hook=None: 0 * a)], return_type="logits")
+    ce_zero = F.cross_entropy(zero[:, :-1].double().reshape(-1, 97), tokens[:, 1:].reshape(-1))
+    assert out["ce_zero"] == pytest.approx(float(ce_zero), rel=1e-6)
+
+
+def test_a_transcoder_whose_output_runs_before_its_input_is_refused(model, tokens):
+    with pytest.raises(ValueError, match="runs before"):
+        ce_loss_recovered(
+            model, tokens, ExactTranscoder(model.blocks[0].mlp), "blocks.1.ln2.hook_out", hook_point_out=OUT
+        )
