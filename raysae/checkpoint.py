@@ -1,8 +1,8 @@
 """SAE checkpoints in the SAELens 6.x disk format (docs/architecture.md, "Checkpoints"), plus `raysae.json`.
 
 A directory holds `cfg.json`, `sae_weights.safetensors` (`W_enc [d_in, d_sae]`,
-`W_dec [d_sae, d_in]`, `b_enc`, `b_dec`, and `threshold` for JumpReLU-style
-inference), `sparsity.safetensors` (log10 firing frequency per feature) and our
+`W_dec [d_sae, d_in]` (`[d_sae, d_out]` for a transcoder), `b_enc`, `b_dec`, `threshold` for
+JumpReLU-style inference, `W_skip [d_out, d_in]` for a skip transcoder), `sparsity.safetensors` (log10 firing frequency per feature) and our
 own `raysae.json` (training architecture, full config with credentials redacted, metrics, ...):
 an SAE folder is made to be shared, so it holds no password.
 SAELens's `SAE.load_from_disk(dir)` reads the first three as they are.
@@ -27,7 +27,7 @@ from torch import Tensor
 from raysae import filesystem
 from raysae.config import RaysaeConfig, SAEConfig, redact
 from raysae.metrics.sparsity import log_feature_density
-from raysae.models import ARCHITECTURES, SparseAutoencoder, saelens_class
+from raysae.models import ARCHITECTURES, SparseAutoencoder, saelens_class, saved_kind
 
 CFG_FILE = "cfg.json"
 WEIGHTS_FILE = "sae_weights.safetensors"
@@ -74,12 +74,13 @@ def save_sae(
     tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
+    metadata = saelens_metadata(config) if config is not None else {}
+    if sae.is_transcoder and config is not None:
+        # SAELens 6.54 keeps the output hook in the metadata only (TranscoderConfig has no field).
+        metadata["hook_name_out"] = config.model.hook_point_out
     cfg = {
         **sae.saelens_config(),
-        "metadata": {
-            "sae_lens_version": SAELENS_FORMAT_VERSION,
-            **(saelens_metadata(config) if config is not None else {}),
-        },
+        "metadata": {"sae_lens_version": SAELENS_FORMAT_VERSION, **metadata},
     }
     (tmp / CFG_FILE).write_text(json.dumps(cfg, indent=2))
     tensors = {k: v.detach().cpu().contiguous() for k, v in sae.inference_state().items()}
@@ -89,7 +90,9 @@ def save_sae(
         save_file({"sparsity": sparsity.contiguous()}, str(tmp / SPARSITY_FILE))
     full_record = {
         "architecture": sae.architecture,
+        "kind": sae.kind,
         "d_in": sae.d_in,
+        **({"d_out": sae.d_out} if sae.is_transcoder else {}),
         "d_sae": sae.d_sae,
         "sae": sae.cfg.model_dump(mode="json"),
         **({"config": config.model_dump(mode="json")} if config is not None else {}),
@@ -119,7 +122,8 @@ def read_json(file: filesystem.Location) -> dict[str, Any]:
 
 
 def load_sae(path: str | os.PathLike, device: str | torch.device = "cpu") -> SparseAutoencoder:
-    """Load an SAE written by `save_sae` (or a SAELens standard/topk/jumprelu checkpoint)."""
+    """Load an SAE or transcoder written by `save_sae` (or a SAELens standard/topk/jumprelu SAE
+    or transcoder/skip_transcoder/jumprelu_transcoder/jumprelu_skip_transcoder checkpoint)."""
     if filesystem.is_remote(path):
         with filesystem.local_copy(path) as local:
             try:
@@ -136,7 +140,14 @@ def load_sae(path: str | os.PathLike, device: str | torch.device = "cpu") -> Spa
         arch = cfg.get("architecture")
         if saelens_class(str(arch)) is None:
             raise ValueError(f"{path / CFG_FILE}: unsupported architecture {arch!r}")
-        fields = {"architecture": arch, "d_sae": cfg["d_sae"], "dtype": cfg.get("dtype", "float32")}
+        cls = saelens_class(str(arch))
+        assert cls is not None
+        fields = {
+            "architecture": cls.architecture,
+            "kind": saved_kind(str(arch)),
+            "d_sae": cfg["d_sae"],
+            "dtype": cfg.get("dtype", "float32"),
+        }
         if "k" in cfg:
             fields["k"] = cfg["k"]
         sae_cfg = SAEConfig.model_validate(fields)
@@ -144,7 +155,8 @@ def load_sae(path: str | os.PathLike, device: str | torch.device = "cpu") -> Spa
     # from expansion_factor): the loaded SAE's cfg states both, as a config that rebuilds it.
     d_in, d_sae = int(cfg["d_in"]), int(cfg["d_sae"])
     sae_cfg = SAEConfig.model_validate({**sae_cfg.model_dump(), "d_in": d_in, "d_sae": d_sae})
-    sae = ARCHITECTURES[sae_cfg.architecture](sae_cfg, d_in)
+    d_out = int(cfg["d_out"]) if sae_cfg.kind != "sae" else None
+    sae = ARCHITECTURES[sae_cfg.architecture](sae_cfg, d_in, d_out)
     try:
         tensors = load_file(str(path / WEIGHTS_FILE))
     except FileNotFoundError:
