@@ -15,7 +15,6 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import torch
-from torch import Tensor
 
 from raysae.checkpoint import read_saelens_cfg, save_sae, write_json_beside
 from raysae.config import RaysaeConfig
@@ -23,6 +22,7 @@ from raysae.metrics.evaluate import Evaluation, evaluate_in_detail
 from raysae.metrics.saebench import SAEBENCH_CORE_FILE, saebench_core_output
 from raysae.models import SparseAutoencoder
 from raysae.run_dir import RunDir
+from raysae.training.batch import Batch, first_rows, split_batch
 
 FINITE_METRICS = ("mse", "fvu", "explained_variance", "l0", "dead_fraction", "dense_fraction", "kl_sae")
 """The metrics an SAE must have as finite numbers to count as trained. `ce_loss_recovered` is not
@@ -32,15 +32,18 @@ among them: it is NaN by definition when splicing in zeros does not change the l
 class NonFiniteRows:
     """The held-out batches as evaluation reads them, counting the rows that hold NaN or Inf."""
 
-    def __init__(self, batches: Iterable[Tensor], max_tokens: int):
+    def __init__(self, batches: Iterable[Batch], max_tokens: int):
         self.batches, self.max_tokens = batches, max_tokens
         self.rows = self.bad_rows = 0
 
-    def __iter__(self) -> Iterator[Tensor]:
+    def __iter__(self) -> Iterator[Batch]:
         for batch in self.batches:
-            seen = batch[: max(self.max_tokens - self.rows, 0)]
-            self.rows += len(seen)
-            self.bad_rows += int((~torch.isfinite(seen)).reshape(len(seen), -1).any(dim=1).sum())
+            x, y = split_batch(first_rows(batch, max(self.max_tokens - self.rows, 0)))
+            self.rows += len(x)
+            bad = ~torch.isfinite(x).all(dim=1)
+            if y is not None:  # a paired batch: a row is bad where either hook is
+                bad |= ~torch.isfinite(y).all(dim=1)
+            self.bad_rows += int(bad.sum())
             yield batch
 
 
@@ -73,7 +76,7 @@ def nonfinite_problem(metrics: Mapping[str, Any], rows: NonFiniteRows, config: R
 
 def finish_sae(
     sae: SparseAutoencoder,
-    held_out: Iterable[Tensor],
+    held_out: Iterable[Batch],
     config: RaysaeConfig,
     sae_id: str,
     *,
