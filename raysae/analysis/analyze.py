@@ -261,7 +261,12 @@ def sae_document(
         "architecture": record.get("architecture", sae.architecture),
         "model": cfg.model.name,
         "hook_point": cfg.model.hook_point,
+        # A transcoder's output hook: its features read hook_point (the analysis encodes those
+        # activations) and write here, which is what its decoder logits go through.
+        "kind": sae.kind,
+        "hook_point_out": cfg.model.hook_point_out if sae.is_transcoder else None,
         "d_in": sae.d_in,
+        "d_out": sae.d_out,
         "d_sae": sae.d_sae,
         "config": redact(trained),
         "metrics": record.get("metrics", {}),

@@ -17,6 +17,8 @@ SAE_LIST_FIELDS = {
     "architecture": 1,
     "model": 1,
     "hook_point": 1,
+    "hook_point_out": 1,
+    "kind": 1,
     "d_in": 1,
     "d_sae": 1,
     "metrics": 1,

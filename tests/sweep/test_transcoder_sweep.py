@@ -71,3 +71,23 @@ def test_the_saved_transcoders_state_their_hooks_and_reproduce_their_fvu(sweep):
         # The transcoders are measured against the target hook, the SAE against its input.
         mine = evaluate(sae, [(x, y)])["fvu"]
         assert 0 < mine < 1.5
+
+
+def test_the_store_and_browser_name_a_transcoders_two_hooks(sweep):
+    from raysae.dashboard.app import create_app
+    from raysae.store import EmbeddedServer, Store
+
+    cfg, _, out, rows = sweep
+    ids = {r["sae.kind"]: r["sae_id"] for r in rows}
+    with EmbeddedServer(out / "store") as srv, Store(srv.uri, cfg.store.database) as store:
+        docs = {d["_id"]: d for d in store.saes.find()}
+        assert docs[ids["transcoder"]]["hook_point"] == IN
+        assert docs[ids["transcoder"]]["hook_point_out"] == OUT
+        assert docs[ids["skip_transcoder"]]["kind"] == "skip_transcoder"
+        assert docs[ids["sae"]]["hook_point_out"] is None
+        # the features were analysed on the input hook's activations, with logits through W_dec
+        top = store.features.find_one({"sae_id": ids["transcoder"], "act_frequency": {"$gt": 0}})
+        assert top["top_examples"][0]["tokens"] and top["logits"]["top"]
+        client = create_app(store).test_client()
+        page = client.get(f"/sae/{ids['transcoder']}").get_data(as_text=True)
+        assert f'<code id="hook-out">{OUT}</code>' in page and "reads <code>" in page
