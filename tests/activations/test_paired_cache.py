@@ -1,10 +1,24 @@
 """Paired caches: rows carrying the input and output hooks of one forward pass, shuffled together."""
 
+from pathlib import Path
+
 import numpy as np
+import pytest
 import torch
 
-from raysae.activations import cache_key, generate_caches, live_dataset, load_model, read_cache, verify_cache
-from raysae.activations.cache import key_inputs
+from raysae.activations import (
+    CacheError,
+    cache_key,
+    cache_writer,
+    generate_caches,
+    live_dataset,
+    load_model,
+    read_cache,
+    read_manifest,
+    verify_cache,
+)
+from raysae.activations.build import training_hooks
+from raysae.activations.cache import cache_dir, key_inputs
 from raysae.activations.language_model import hook_activations, tokenizer_for
 from raysae.activations.tokens import pack_contexts
 
@@ -52,3 +66,44 @@ def test_paired_rows_are_the_two_hooks_of_one_token(tiny_config, ray_local):
     lx, ly = np.concatenate([i["acts"] for i in b]), np.concatenate([i["acts_1"] for i in b])
     order, lorder = np.lexsort(x.T[::-1]), np.lexsort(lx.T[::-1])
     assert np.array_equal(x[order], lx[lorder]) and np.array_equal(y[order], ly[lorder])
+
+
+def test_an_interrupted_paired_build_resumes_to_the_same_shards(
+    tiny_config, ray_local, tmp_path, monkeypatch
+):
+    def sums(directory):
+        return [s["sha256"] for s in read_manifest(directory)["shards"]]
+
+    clean_cfg = tiny_config(*PAIR, f"activations.cache_dir={tmp_path / 'clean'}")
+    clean = generate_caches(clean_cfg)[("blocks.1.hook_resid_post", "tokens")]
+    cfg = tiny_config(*PAIR, f"activations.cache_dir={tmp_path / 'interrupted'}")
+    real_flush = cache_writer.CacheBuilder.flush
+    calls = {"n": 0}
+
+    def crashing_flush(self):
+        real_flush(self)
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(cache_writer.CacheBuilder, "flush", crashing_flush)
+    with pytest.raises(KeyboardInterrupt):
+        generate_caches(cfg)
+    partial = cache_dir(cfg, training_hooks(cfg), "tokens")
+    m = read_manifest(partial)
+    assert not m["complete"] and 0 < m["contexts_done"] < 100
+    monkeypatch.setattr(cache_writer.CacheBuilder, "flush", real_flush)
+    generate_caches(cfg)
+    m = verify_cache(partial)
+    assert m["generation_passes"] == 2 and [h["column"] for h in m["hooks"]] == ["acts", "acts_1"]
+    assert sums(partial) == sums(clean)  # both hooks of every row: nothing lost, nothing twice
+
+
+def test_a_damaged_paired_shard_is_named(tiny_config, ray_local, tmp_path):
+    cfg = tiny_config(*PAIR, f"activations.cache_dir={tmp_path / 'cache'}")
+    directory = generate_caches(cfg)[("blocks.1.hook_resid_post", "tokens")]
+    shard = sorted(Path(directory).glob("shard-*.parquet"))[1]
+    data = shard.read_bytes()
+    shard.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CacheError, match=f"cache shard {shard}: checksum mismatch"):
+        verify_cache(directory)
