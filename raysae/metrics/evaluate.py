@@ -29,7 +29,7 @@ class Evaluation:
 
 def evaluate(
     sae,
-    batches: Iterable[Tensor],
+    batches: Iterable[Tensor | tuple[Tensor, Tensor]],
     *,
     dense_threshold: float = 0.1,
     max_tokens: int | None = None,
@@ -62,7 +62,7 @@ def evaluate(
 
 def evaluate_with_frequency(
     sae,
-    batches: Iterable[Tensor],
+    batches: Iterable[Tensor | tuple[Tensor, Tensor]],
     *,
     dense_threshold: float = 0.1,
     max_tokens: int | None = None,
@@ -75,7 +75,7 @@ def evaluate_with_frequency(
 @torch.no_grad()
 def evaluate_in_detail(
     sae,
-    batches: Iterable[Tensor],
+    batches: Iterable[Tensor | tuple[Tensor, Tensor]],
     *,
     dense_threshold: float = 0.1,
     max_tokens: int | None = None,
