@@ -80,13 +80,24 @@ def _weights_bytes(folder: Path) -> int:
     )
 
 
+def hook_paths(cfg: RaysaeConfig) -> dict[str, str]:
+    """Each hook the config reads -> the dotted path that names it, for errors."""
+    m = cfg.model
+    paths = {h: "model.extra_hook_points" for h in m.extra_hook_points}
+    if m.hook_point_out is not None:
+        paths[m.hook_point_out] = "model.hook_point_out"
+    paths[m.hook_point] = "model.hook_point"
+    return paths
+
+
 def check_hooks(cfg: RaysaeConfig) -> int:
     """Every hook point the config reads exists in the model; returns the model's `d_model`."""
     hooks = hook_points(cfg)
     m = cfg.model
+    paths = hook_paths(cfg)
     if m.name == "random" or (Path(m.name).is_dir() and _weights_bytes(Path(m.name)) <= MODEL_CHECK_BYTES):
         model = load_model(m, device="cpu")
-        check_hook_points(model, hooks)
+        check_hook_points(model, hooks, paths)
         return int(model.cfg.d_model)
     from transformers import AutoConfig
 
@@ -98,7 +109,12 @@ def check_hooks(cfg: RaysaeConfig) -> int:
         block = block_index(hook)
         if n_layers and block is not None and block >= n_layers:
             raise ConfigError(
-                [("model.hook_point", f"{hook!r}: the model has {n_layers} blocks (0 to {n_layers - 1})")]
+                [
+                    (
+                        paths.get(hook, "model.hook_point"),
+                        f"{hook!r}: the model has {n_layers} blocks (0 to {n_layers - 1})",
+                    )
+                ]
             )
     return int(getattr(hf, "hidden_size", getattr(hf, "n_embd", 0)) or 0)
 
@@ -124,7 +140,7 @@ def check_widths(configs: Sequence[RaysaeConfig], d_in: int) -> None:
     problems = []
     for i, c in enumerate(configs):
         swept = f" (SAE {i} of the sweep)" if len(configs) > 1 else ""
-        kind = getattr(c.sae, "kind", "sae")
+        kind = c.sae.kind
         if kind != "sae" and len(training_hooks(c)) < 2:
             problems.append(
                 (

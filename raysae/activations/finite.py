@@ -62,22 +62,33 @@ def _flat_values(column: pa.ChunkedArray) -> tuple[np.ndarray, int]:
     return values, (len(values) // rows if rows else 0)
 
 
-def check_finite_shards(directory: filesystem.Location, shards: list[dict[str, Any]], dtype: str) -> None:
-    """Raise `CacheError` naming the first of these cache shards (manifest entries) whose `acts`
-    hold a NaN or Inf, with the row and how many rows, and the repair."""
+def check_finite_shards(
+    directory: filesystem.Location,
+    shards: list[dict[str, Any]],
+    dtype: str,
+    hooks: list[dict[str, Any]] | None = None,
+) -> None:
+    """Raise `CacheError` naming the first of these cache shards (manifest entries) whose
+    activations hold a NaN or Inf, with the hook (of a paired cache), the row and how many
+    rows, and the repair. `hooks` are the manifest's (`name`, `column`); default `acts` alone."""
     import pyarrow.parquet as pq
 
+    hooks = hooks or [{"name": None, "column": "acts"}]
+    columns = [h["column"] for h in hooks]
     for shard in shards:
         path = filesystem.join(directory, shard["file"])
         fs, inner = filesystem.resolve(path)
-        values, per_row = _flat_values(pq.read_table(inner, columns=["acts"], filesystem=fs).column("acts"))
-        if not per_row:
-            continue
-        bad = nonfinite_rows(values.reshape(-1, per_row), dtype)
-        if bad.any():
-            raise CacheError(
-                f"cache shard {path}: {int(bad.sum())} of {len(bad)} rows hold non-finite activations "
-                f"(NaN or Inf; the first is row {int(np.argmax(bad))}), in the held-out rows every SAE "
-                f"is evaluated on. Delete {directory} and rerun `python -m raysae.generate`, which "
-                "refuses to write non-finite rows"
-            )
+        table = pq.read_table(inner, columns=columns, filesystem=fs)
+        for hook in hooks:
+            values, per_row = _flat_values(table.column(hook["column"]))
+            if not per_row:
+                continue
+            bad = nonfinite_rows(values.reshape(-1, per_row), dtype)
+            if bad.any():
+                where = f" at {hook['name']} (column {hook['column']})" if len(hooks) > 1 else ""
+                raise CacheError(
+                    f"cache shard {path}: {int(bad.sum())} of {len(bad)} rows hold non-finite activations"
+                    f"{where} (NaN or Inf; the first is row {int(np.argmax(bad))}), in the held-out rows "
+                    f"every SAE is evaluated on. Delete {directory} and rerun `python -m raysae.generate`, "
+                    "which refuses to write non-finite rows"
+                )

@@ -113,12 +113,15 @@ def stop_layer(hook_points: list[str], n_layers: int) -> int | None:
     return None if last >= n_layers else last
 
 
-def check_hook_points(model, hook_points: list[str]) -> None:
+def check_hook_points(model, hook_points: list[str], paths: dict[str, str] | None = None) -> None:
+    """Every hook point exists in `model`, or a `ConfigError` names the first that does not, by
+    its config path (`paths`: hook -> dotted path; `model.hook_point` otherwise)."""
     unknown = [h for h in hook_points if h not in model.hook_dict]
     if unknown:
         near = difflib.get_close_matches(unknown[0], list(model.hook_dict), n=3, cutoff=0.6)
         hint = f"; did you mean {', '.join(near)}?" if near else ""
-        raise ConfigError([("model.hook_point", f"{unknown[0]!r} is not a hook point of the model{hint}")])
+        path = (paths or {}).get(unknown[0], "model.hook_point")
+        raise ConfigError([(path, f"{unknown[0]!r} is not a hook point of the model{hint}")])
 
 
 @torch.no_grad()

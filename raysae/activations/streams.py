@@ -88,7 +88,7 @@ def split_cache(cfg: RaysaeConfig, *, checksums: bool = True) -> CacheSplit:
             ]
         )
     if checksums:  # the driver's check, once: name a held-out shard holding NaN or Inf
-        check_finite_shards(directory, shards[-held:], manifest["dtype"])
+        check_finite_shards(directory, shards[-held:], manifest["dtype"], manifest_hooks(manifest))
     columns = tuple(h["column"] for h in manifest_hooks(manifest))
     return CacheSplit(directory, manifest["d_model"], shards[:-held], shards[-held:], columns)
 

@@ -3,6 +3,8 @@
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import torch
 
@@ -18,9 +20,13 @@ from raysae.activations import (
     verify_cache,
 )
 from raysae.activations.build import training_hooks
-from raysae.activations.cache import cache_dir, key_inputs
+from raysae.activations.cache import cache_dir, file_sha256, key_inputs, write_manifest
+from raysae.activations.generation import tensor_column
 from raysae.activations.language_model import hook_activations, tokenizer_for
+from raysae.activations.streams import split_cache
 from raysae.activations.tokens import pack_contexts
+from raysae.errors import ConfigError
+from raysae.preflight import check_inputs
 
 PAIR = ["model.hook_point_out=blocks.1.hook_mlp_out"]
 
@@ -107,3 +113,45 @@ def test_a_damaged_paired_shard_is_named(tiny_config, ray_local, tmp_path):
     shard.write_bytes(data[: len(data) // 2])
     with pytest.raises(CacheError, match=f"cache shard {shard}: checksum mismatch"):
         verify_cache(directory)
+
+
+def test_nan_in_the_target_hook_of_a_held_out_shard_is_named(tiny_config, ray_local, tmp_path):
+    cfg = tiny_config(*PAIR, f"activations.cache_dir={tmp_path / 'cache'}", "train.eval_tokens=100")
+    directory = Path(generate_caches(cfg)[("blocks.1.hook_resid_post", "tokens")])
+    manifest = read_manifest(directory)
+    shard = manifest["shards"][-1]  # held out
+    path = directory / shard["file"]
+    table = pq.read_table(path)
+    y = np.stack(table.column("acts_1").to_pylist()).astype(np.float32)
+    y[[2, 5], 0] = np.nan
+    x = np.stack(table.column("acts").to_pylist()).astype(np.float32)
+    pq.write_table(pa.table({"acts": tensor_column(x), "acts_1": tensor_column(y)}), path, compression="none")
+    shard["sha256"] = file_sha256(path)
+    write_manifest(directory, manifest)
+    with pytest.raises(
+        CacheError, match=rf"cache shard {path}: 2 of \d+ rows .* at blocks.1.hook_mlp_out \(column acts_1\)"
+    ):
+        split_cache(cfg)
+
+
+def test_bad_pairs_fail_before_any_work_naming_the_key(tiny_config, tmp_path):
+    unknown = tiny_config(
+        "model.hook_point_out=blocks.1.hook_mlp_ot", f"activations.cache_dir={tmp_path / 'a'}"
+    )
+    with pytest.raises(
+        ConfigError, match=r"model.hook_point_out: 'blocks.1.hook_mlp_ot' is not a hook point.*hook_mlp_out"
+    ):
+        check_inputs(unknown, tracking=False)
+    lonely = tiny_config("sae.kind=transcoder", f"activations.cache_dir={tmp_path / 'b'}")
+    with pytest.raises(ConfigError, match="model.hook_point_out: sae.kind=transcoder needs an output hook"):
+        check_inputs(lonely, tracking=False)
+    same = tiny_config(
+        "sae.kind=skip_transcoder",
+        "model.hook_point_out=blocks.1.hook_resid_post",
+        f"activations.cache_dir={tmp_path / 'c'}",
+    )
+    with pytest.raises(
+        ConfigError, match="model.hook_point_out: sae.kind=skip_transcoder needs an output hook"
+    ):
+        check_inputs(same, tracking=False)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()  # nothing was written
