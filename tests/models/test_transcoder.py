@@ -12,6 +12,11 @@ in for the sparse term: with `dense` Gaussian activity in the input (std 1 per d
 sparse term is buried for a linear read-out, and `W_skip` lands within 5 % (relative Frobenius
 error) of the planted map after 600k tokens; without it, it absorbed part of the sparse term
 (14-39 % error).
+
+JumpReLU as a transcoder trains, saves and loads (the fold and compat tests), but does not
+reach this bar yet: after 800k-1.6M tokens 55-77 % of the atoms are matched (median cosine
+0.99: the ones it finds, it finds exactly; the rest no latent takes up, and JumpReLU has no
+dead-latent revival). So it has no planted test here; see issue 18's closing note.
 """
 
 import pytest
@@ -24,14 +29,18 @@ from raysae.synthetic import PlantedTranscoder, recovery
 from raysae.training.population import Member, Population, train_population
 from tests.conftest import small_sae_config, small_train_config
 
-TOKENS = {"topk": 400_000, "batchtopk": 800_000}
+CASES = {"topk": {}, "batchtopk": {}, "standard": dict(l1_coefficient=1.0)}
+"""Architecture -> its settings. The SAE tests' L1 coefficient of 3 left the standard
+transcoder at 92 % of output atoms and none of the input ones above 0.9 after 800k tokens
+(median 0.80); at 1.0 both sides matched 100 % after 400k (median 0.975)."""
+TOKENS = {"topk": 400_000, "batchtopk": 800_000, "standard": 400_000}
 """Training tokens per architecture: BatchTopK matched 84 % of the atoms after 400k, 98 % after 800k."""
 
 
 @pytest.mark.parametrize("architecture", list(TOKENS))
 def test_a_transcoder_recovers_a_planted_sparse_map(architecture):
     planted = PlantedTranscoder(128, 64, 128, orthogonal_inputs=True)
-    sae = build_sae(small_sae_config(architecture, kind="transcoder"), 128, 64)
+    sae = build_sae(small_sae_config(architecture, kind="transcoder", **CASES[architecture]), 128, 64)
     tokens = TOKENS[architecture]
     fit(sae, planted.batches(1024, tokens, seed=2), small_train_config(total_tokens=tokens))
     assert recovery(sae.W_enc.T, planted.in_atoms, threshold=0.9) >= 0.9
