@@ -45,6 +45,13 @@ def concat_batches(batches: Sequence[Batch]) -> Batch:
     return x if ys[0] is None else (x, torch.cat(ys))  # type: ignore[arg-type]
 
 
+def nonfinite_rows(batch: Batch) -> Tensor:
+    """[rows] bool: the rows holding a NaN or Inf in the inputs or (a pair) in the targets."""
+    x, y = split_batch(batch)
+    bad = ~torch.isfinite(x).reshape(len(x), -1).all(dim=1)
+    return bad if y is None else bad | ~torch.isfinite(y).reshape(len(y), -1).all(dim=1)
+
+
 def check_batch(batch: Batch, d_in: int, index: int, d_out: int | None = None) -> None:
     """A clear error for a batch of the wrong shape (`d_out`: the targets' width, when needed)."""
     if isinstance(batch, tuple | list) and len(batch) == 2:

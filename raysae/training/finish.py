@@ -14,15 +14,13 @@ import os
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-import torch
-
 from raysae.checkpoint import read_saelens_cfg, save_sae, write_json_beside
 from raysae.config import RaysaeConfig
 from raysae.metrics.evaluate import Evaluation, evaluate_in_detail
 from raysae.metrics.saebench import SAEBENCH_CORE_FILE, saebench_core_output
 from raysae.models import SparseAutoencoder
 from raysae.run_dir import RunDir
-from raysae.training.batch import Batch, first_rows, split_batch
+from raysae.training.batch import Batch, first_rows, nonfinite_rows
 
 FINITE_METRICS = ("mse", "fvu", "explained_variance", "l0", "dead_fraction", "dense_fraction", "kl_sae")
 """The metrics an SAE must have as finite numbers to count as trained. `ce_loss_recovered` is not
@@ -38,11 +36,8 @@ class NonFiniteRows:
 
     def __iter__(self) -> Iterator[Batch]:
         for batch in self.batches:
-            x, y = split_batch(first_rows(batch, max(self.max_tokens - self.rows, 0)))
-            self.rows += len(x)
-            bad = ~torch.isfinite(x).all(dim=1)
-            if y is not None:  # a paired batch: a row is bad where either hook is
-                bad |= ~torch.isfinite(y).all(dim=1)
+            bad = nonfinite_rows(first_rows(batch, max(self.max_tokens - self.rows, 0)))
+            self.rows += len(bad)
             self.bad_rows += int(bad.sum())
             yield batch
 

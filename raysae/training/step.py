@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from raysae.config import TrainConfig
 from raysae.models import SparseAutoencoder
-from raysae.training.batch import Batch, split_batch
+from raysae.training.batch import Batch, nonfinite_rows, split_batch
 from raysae.training.schedule import annealed_k, lr_factor, ramp
 
 
@@ -132,7 +132,7 @@ class SAETrainer:
             out = self.module(
                 x, target, dead_mask=sae.dead_mask(), sparsity_scale=ramp(p, cfg.sparsity_warmup_fraction)
             )
-        ok = health.record(out, x if target is None else torch.cat([x, target], dim=1), self.world_size)
+        ok = health.record(out, batch, self.world_size)
         if not self.fused:  # no device-side skip: read the flag now, before anything changes
             self.check_finite()
         running = [(b, b.clone()) for b in sae.buffers()]
@@ -232,7 +232,7 @@ class _Health:
         self.first_bad = torch.zeros(4, dtype=torch.long, device=device)
         self.first_bad_losses = torch.zeros(4, dtype=torch.float32, device=device)
 
-    def record(self, out, batch: Tensor, world_size: int) -> Tensor:
+    def record(self, out, batch: Batch, world_size: int) -> Tensor:
         """Fold this step's loss into the flag; returns whether this step may be applied."""
         finite = torch.isfinite(out.loss.detach())
         if world_size > 1:
@@ -240,8 +240,9 @@ class _Health:
             dist.all_reduce(flag, op=dist.ReduceOp.MIN)
             finite = flag > 0
         first = self.ok & ~finite
-        bad_rows = (~torch.isfinite(batch)).reshape(len(batch), -1).any(dim=1).sum()
-        here = torch.stack([*self.counters, bad_rows, bad_rows.new_full((), len(batch))])
+        bad = nonfinite_rows(batch)
+        bad_rows = bad.sum()
+        here = torch.stack([*self.counters, bad_rows, bad_rows.new_full((), len(bad))])
         self.first_bad = torch.where(first, here, self.first_bad)
         losses = torch.stack([out.loss, out.mse_loss, out.sparsity_loss, out.aux_loss]).detach().float()
         self.first_bad_losses = torch.where(first, losses, self.first_bad_losses)
