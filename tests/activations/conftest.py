@@ -32,3 +32,24 @@ def tiny_config(tmp_path, corpus_dir, tokenizer_dir):
         )
 
     return make
+
+
+def crash_at_second_flush(monkeypatch, *, debris: bool = False):
+    """Make `CacheBuilder.flush` raise KeyboardInterrupt right after its second flush (with
+    `debris`, leaving a half-written shard behind, as a crash would); returns what undoes it."""
+    from raysae import filesystem
+    from raysae.activations import cache_writer
+
+    real_flush = cache_writer.CacheBuilder.flush
+    calls = {"n": 0}
+
+    def crashing_flush(self):
+        real_flush(self)
+        calls["n"] += 1
+        if calls["n"] == 2:
+            if debris:
+                filesystem.write_bytes(filesystem.join(self.dir, "shard-99999.parquet"), b"half-written")
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(cache_writer.CacheBuilder, "flush", crashing_flush)
+    return lambda: monkeypatch.setattr(cache_writer.CacheBuilder, "flush", real_flush)

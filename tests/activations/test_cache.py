@@ -9,12 +9,12 @@ from raysae.activations import (
     CacheError,
     cache_dir,
     cache_key,
-    cache_writer,
     generate_caches,
     read_cache,
     read_manifest,
     verify_cache,
 )
+from tests.activations.conftest import crash_at_second_flush
 
 
 def shard_sums(directory):
@@ -49,25 +49,13 @@ def test_interrupted_generation_resumes_exactly(
     (clean,) = generate_caches(clean_cfg).values()
 
     cfg = tiny_config(f"activations.cache_dir={filesystem.join(root, 'interrupted')}")
-    real_flush = cache_writer.CacheBuilder.flush
-    calls = {"n": 0}
-
-    def crashing_flush(self):
-        real_flush(self)
-        calls["n"] += 1
-        if calls["n"] == 2:
-            filesystem.write_bytes(
-                filesystem.join(self.dir, "shard-99999.parquet"), b"half-written"
-            )  # crash debris
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(cache_writer.CacheBuilder, "flush", crashing_flush)
+    restore = crash_at_second_flush(monkeypatch, debris=True)
     with pytest.raises(KeyboardInterrupt):
         generate_caches(cfg)
     partial = cache_dir(cfg, cfg.model.hook_point, "tokens")
     m = read_manifest(partial)
     assert not m["complete"] and 0 < m["contexts_done"] < 100
-    monkeypatch.setattr(cache_writer.CacheBuilder, "flush", real_flush)
+    restore()
     generate_caches(cfg)
     m = verify_cache(partial)
     assert m["generation_passes"] == 2 and m["n_tokens"] == 1500

@@ -11,7 +11,6 @@ import torch
 from raysae.activations import (
     CacheError,
     cache_key,
-    cache_writer,
     generate_caches,
     live_dataset,
     load_model,
@@ -27,6 +26,7 @@ from raysae.activations.streams import split_cache
 from raysae.activations.tokens import pack_contexts
 from raysae.errors import ConfigError
 from raysae.preflight import check_inputs
+from tests.activations.conftest import crash_at_second_flush
 
 PAIR = ["model.hook_point_out=blocks.1.hook_mlp_out"]
 
@@ -83,22 +83,13 @@ def test_an_interrupted_paired_build_resumes_to_the_same_shards(
     clean_cfg = tiny_config(*PAIR, f"activations.cache_dir={tmp_path / 'clean'}")
     clean = generate_caches(clean_cfg)[("blocks.1.hook_resid_post", "tokens")]
     cfg = tiny_config(*PAIR, f"activations.cache_dir={tmp_path / 'interrupted'}")
-    real_flush = cache_writer.CacheBuilder.flush
-    calls = {"n": 0}
-
-    def crashing_flush(self):
-        real_flush(self)
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(cache_writer.CacheBuilder, "flush", crashing_flush)
+    restore = crash_at_second_flush(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         generate_caches(cfg)
     partial = cache_dir(cfg, training_hooks(cfg), "tokens")
     m = read_manifest(partial)
     assert not m["complete"] and 0 < m["contexts_done"] < 100
-    monkeypatch.setattr(cache_writer.CacheBuilder, "flush", real_flush)
+    restore()
     generate_caches(cfg)
     m = verify_cache(partial)
     assert m["generation_passes"] == 2 and [h["column"] for h in m["hooks"]] == ["acts", "acts_1"]
