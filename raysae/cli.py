@@ -88,6 +88,18 @@ COMMANDS: dict[str, Command] = {
         "batch-<n>.json files under <run>/neuronpedia/<sae id>/ unless --out says otherwise",
         ("neuronpedia --store runs/quickstart-sweep --sae quickstart-sweep/t001",),
     ),
+    "explanations": Command(
+        "raysae.explanations",
+        "export or import feature explanations (Neuronpedia JSON)",
+        "Export the store's feature explanations as Neuronpedia explanation JSON (default: every "
+        "SAE's; --sae one), or import such a file (default: each entry onto the SAE it names; "
+        "--sae ID puts them on one SAE, for files from Neuronpedia).",
+        "OUT.json (export), or the explanations collection of the store (import)",
+        (
+            "export --store runs/quickstart-sweep explanations.json",
+            "import --store runs/quickstart-sweep np.json --sae quickstart-sweep/t001",
+        ),
+    ),
     "config": Command(
         "raysae.config",
         "print the resolved config, or describe every field",
