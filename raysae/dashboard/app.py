@@ -3,11 +3,15 @@
 Routes (SAE ids contain slashes, e.g. `quickstart-sweep/t001`):
     /                                  SAEs with their metrics (?sort=COLUMN&desc=1)
     /sae/<sae_id>                      density histogram, alive/dead, feature list
-                                       (?order=index|frequency|max&page=N&min_freq=&max_freq=)
-    /sae/<sae_id>/feature/<index>      one feature
+                                       (?order=index|frequency|max&page=N&min_pct=&max_pct=,
+                                       a firing-frequency range in % of tokens)
+    /sae/<sae_id>/feature/<index>      one feature: statistics, histograms, logits, neighbours,
+                                       examples
     /sae/<sae_id>/goto?index=N         jump to a feature
     /sae/<sae_id>/random               a random alive feature
     /pareto/<name>.png                 a sweep's Pareto plot (stored with its ranking)
+    /api/...                           each page's data as JSON, for notebooks (`api`)
+Inference (`inference_views`) and explanations and search (`explanation_views`) add their own.
 """
 
 from __future__ import annotations
@@ -18,34 +22,14 @@ import logging
 import random
 from typing import Any
 
-from flask import Flask, abort, redirect, render_template, request, send_file, url_for
+from flask import Flask, abort, jsonify, redirect, render_template, request, send_file, url_for
 from pymongo import errors as mongo_errors
 from werkzeug.exceptions import HTTPException
 
-from raysae.dashboard import queries, render
+from raysae.dashboard import api, explanation_views, inference_views, queries, render, request_args
 from raysae.store import Store, StoreError
 
 log = logging.getLogger("raysae.dashboard")
-
-PER_PAGE = 50
-
-
-def _float_arg(name: str) -> float | None:
-    raw = request.args.get(name, "").strip()
-    if not raw:
-        return None
-    try:
-        return float(raw)
-    except ValueError:
-        abort(400, f"{name} must be a number, got {raw!r}")
-
-
-def _int_arg(name: str, default: int) -> int:
-    raw = request.args.get(name, "").strip()
-    try:
-        return int(raw) if raw else default
-    except ValueError:
-        abort(400, f"{name} must be a whole number, got {raw!r}")
 
 
 def create_app(store: Store, *, title: str = "raysae feature browser", seed: int | None = None) -> Flask:
@@ -56,15 +40,17 @@ def create_app(store: Store, *, title: str = "raysae feature browser", seed: int
         title=title,
         shade=render.token_shade,
         number=render.number,
+        percent=render.percent,
         frequency=render.frequency,
         token_text=render.token_text,
+        logit_token=render.logit_token,
+        metric_label=render.metric_label,
+        metric_value=render.metric_value,
+        model_name=render.model_name,
     )
 
     def sae_or_404(sae_id: str) -> dict:
-        sae = queries.get_sae(store, sae_id)
-        if sae is None:
-            abort(404, f"No SAE called {sae_id!r} in this store.")
-        return sae
+        return request_args.sae_or_404(store, sae_id)
 
     @app.before_request
     def store_alive():
@@ -90,17 +76,25 @@ def create_app(store: Store, *, title: str = "raysae feature browser", seed: int
     @app.get("/sae/<path:sae_id>/feature/<int:index>")
     def feature(sae_id: str, index: int):
         sae = sae_or_404(sae_id)
-        doc = queries.get_feature(store, sae, index)
-        if doc is None:
-            abort(404, f"SAE {sae_id!r} has no feature {index} (its features are 0–{sae['d_sae'] - 1}).")
+        doc = request_args.feature_or_404(store, sae, index)
         hist = doc.get("histogram") or {}
-        bars = render.histogram_bars(hist.get("edges", [0, 1]), hist.get("counts", []))
-        return render_template("feature.html", sae=sae, f=doc, bars=bars)
+        bars = (
+            render.histogram_bars(hist["edges"], hist["counts"], unit="tokens")
+            if hist.get("counts")
+            else None
+        )
+        logit_hist = (doc.get("logits") or {}).get("histogram")
+        logit_bars = (
+            render.histogram_bars(logit_hist["edges"], logit_hist["counts"], unit="tokens")
+            if logit_hist and logit_hist.get("counts")
+            else None
+        )
+        return render_template("feature.html", sae=sae, f=doc, bars=bars, logit_bars=logit_bars)
 
     @app.get("/sae/<path:sae_id>/goto")
     def goto(sae_id: str):
         sae_or_404(sae_id)
-        return redirect(url_for("feature", sae_id=sae_id, index=_int_arg("index", 0)))
+        return redirect(url_for("feature", sae_id=sae_id, index=request_args.int_arg("index", 0)))
 
     @app.get("/sae/<path:sae_id>/random")
     def random_feature(sae_id: str):
@@ -113,30 +107,20 @@ def create_app(store: Store, *, title: str = "raysae feature browser", seed: int
     @app.get("/sae/<path:sae_id>")
     def sae_page(sae_id: str):
         sae = sae_or_404(sae_id)
-        order = request.args.get("order", "frequency")
-        if order not in queries.FEATURE_ORDERS:
-            abort(400, f"order must be one of {', '.join(queries.FEATURE_ORDERS)}, got {order!r}")
-        min_freq, max_freq = _float_arg("min_freq"), _float_arg("max_freq")
-        listing = queries.list_features(
-            store,
-            sae,
-            order=order,
-            page=_int_arg("page", 1),
-            per_page=PER_PAGE,
-            min_freq=min_freq,
-            max_freq=max_freq,
-        )
+        listing = request_args.feature_listing(store, sae)
         density = (sae.get("analysis") or {}).get("density")
         bars = (
-            render.histogram_bars(density["log10_edges"], density["counts"], log_x=True) if density else None
+            render.histogram_bars(density["log10_edges"], density["counts"], log_x=True, unit="features")
+            if density
+            else None
         )
         return render_template(
             "sae.html",
             sae=sae,
             listing=listing,
             order=listing.order,
-            min_freq=min_freq,
-            max_freq=max_freq,
+            min_pct=request_args.float_arg("min_pct"),
+            max_pct=request_args.float_arg("max_pct"),
             density=density,
             bars=bars,
         )
@@ -148,20 +132,33 @@ def create_app(store: Store, *, title: str = "raysae feature browser", seed: int
             abort(404, f"No Pareto plot for a run called {name!r}.")
         return send_file(io.BytesIO(png), mimetype="image/png")
 
+    @app.get("/favicon.ico")
+    def favicon():
+        return redirect(url_for("static", filename="favicon.svg"), code=301)
+
+    api.register(app, store)
+    inference_views.register(app, store)
+    explanation_views.register(app, store)
+
+    def error_page(code: int, name: str, message: str):
+        # The JSON API answers errors in JSON; pages get the error page.
+        if request.path.startswith("/api/"):
+            return jsonify({"error": message, "status": code}), code
+        return render_template("error.html", code=code, name=name, message=message), code
+
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
-        code = exc.code or 500
-        return render_template("error.html", code=code, name=exc.name, message=exc.description), code
+        return error_page(exc.code or 500, exc.name, exc.description or exc.name)
 
     @app.errorhandler(LookupError)
     def old_analysis(exc: LookupError):
-        message = f"{exc.args[0] if exc.args else exc} Rerun `python -m raysae.analyze` on this SAE."
-        return render_template("error.html", code=500, name="Incomplete analysis", message=message), 500
+        message = f"{exc.args[0] if exc.args else exc} Rerun `raysae analyze` on this SAE."
+        return error_page(500, "Incomplete analysis", message)
 
     @app.errorhandler(StoreError)
     def store_lost(exc: StoreError):
         log.error("%s", exc)
-        return render_template("error.html", code=503, name="Store unavailable", message=str(exc)), 503
+        return error_page(503, "Store unavailable", str(exc))
 
     @app.errorhandler(mongo_errors.PyMongoError)
     def store_error(exc: mongo_errors.PyMongoError):
@@ -172,7 +169,7 @@ def create_app(store: Store, *, title: str = "raysae feature browser", seed: int
                 message += " Its embedded server had stopped and was restarted: reload the page."
         except StoreError as failed:
             message += f" {failed}"
-        return render_template("error.html", code=503, name="Store unavailable", message=message), 503
+        return error_page(503, "Store unavailable", message)
 
     def retry_after_revive(view: Any) -> Any:
         # A server that died and was restarted leaves pymongo's pooled connections to it dead:

@@ -42,7 +42,7 @@ FEATURE_ROW_FIELDS = {
     "rank_frequency": 1,
     "rank_max": 1,
 }
-SAE_COLUMNS = ("name", "architecture", "d_sae", "alive")
+SAE_COLUMNS = ("name", "architecture", "model", "d_sae", "alive")
 
 
 def sae_sort_key(column: str) -> str:

@@ -1,7 +1,7 @@
 """The feature browser in headless Chromium against a store from a real tiny analysis
 (fixtures in conftest.py). Screenshots go to test-artifacts/dashboard/."""
 
-from raysae.dashboard.render import number
+from raysae.dashboard.render import logit_token, number
 from tests.conftest import HTML_PAYLOAD
 from tests.dashboard.conftest import ARTIFACTS
 
@@ -11,7 +11,7 @@ SAE = "browse/t000"
 def test_sae_list_sorts_and_leads_to_an_sae_page(page, site):
     page.goto(site)
     assert page.locator("table.saes tbody tr").count() == 2
-    page.get_by_role("link", name="fvu", exact=True).click()
+    page.get_by_role("link", name="FVU", exact=True).click()
     rows = page.locator("table.saes tbody tr td:first-child").all_inner_texts()
     assert [r.split()[0] for r in rows] == ["browse/t001", "browse/t000"]  # fvu 0.3, 0.5
     page.screenshot(path=ARTIFACTS / "saes.png", full_page=True)
@@ -52,7 +52,7 @@ def test_feature_page_shows_stats_shaded_examples_and_logits(page, site, browsed
     peak.hover()
     for side in ("top", "bottom"):
         shown = page.locator(f"#logits-{side} tbody td:first-child").all_inner_texts()
-        assert shown == [t["token"] for t in doc["logits"][side]]
+        assert shown == [logit_token(t["token"]) for t in doc["logits"][side]]
     assert page.locator("h3").count() >= 1  # band examples
     page.screenshot(path=ARTIFACTS / "feature.png", full_page=True)
 
