@@ -2,7 +2,9 @@
 
 Fills an embedded store with one SAE of `--features` feature documents built by
 the analysis' own `FeatureDocuments` (default analysis sizes: 20 top examples,
-3 bands x 5 + 5 non-activating, 25-token windows, 10 + 10 logit tokens, 32 bins),
+3 bands x 5 + 5 non-activating, 25-token windows, 10 + 10 logit tokens and a 40-bin
+histogram of 49,152 logits, 32 bins, 10 decoder neighbours, matches in 2 other SAEs
+of the sweep, 1-3 distinct peak tokens),
 then times each page through the Flask app in this process, `--repeat` times,
 median. Baseline: one whole feature document fetched by its unique
 (sae_id, index) key, in the same process. Also timed once: the list page's query
@@ -24,6 +26,8 @@ import bson
 import numpy as np
 
 from raysae.analysis.documents import FeatureDocuments
+from raysae.analysis.logits import DecoderLogits
+from raysae.analysis.neighbours import Neighbours
 from raysae.analysis.stats import Examples, Totals, log_density
 from raysae.dashboard import create_app
 from raysae.store import EmbeddedServer, Store
@@ -52,21 +56,49 @@ def synthetic_documents(d_sae: int, rng: np.random.Generator) -> tuple[FeatureDo
         pos=rng.integers(0, 128, feat.size),
     )
     width = 25
+    pos = examples.pos
     windows = (
-        rng.integers(0, 100, feat.size),
+        np.maximum(pos - 16, 0),
         rng.integers(0, 500, (feat.size, width)),
         rng.random((feat.size, width)).astype(np.float32),
     )
-    logits = (
+    # A feature's top examples mostly peak on one of a few tokens of its own.
+    own = rng.integers(0, 500, (d_sae, 3))
+    windows[1][np.arange(feat.size), pos - windows[0]] = own[
+        feat, rng.choice(3, feat.size, p=[0.8, 0.15, 0.05])
+    ]
+    d_vocab, bins = 49_152, 40
+    lo, hi = -rng.random(d_sae) * 5, rng.random(d_sae) * 5
+    counts = rng.multinomial(d_vocab, np.ones(bins) / bins, d_sae)
+    logits = DecoderLogits(
         rng.integers(0, 500, (d_sae, 10)),
         rng.random((d_sae, 10)),
         rng.integers(0, 500, (d_sae, 10)),
         -rng.random((d_sae, 10)),
+        lo[:, None] + (hi - lo)[:, None] * np.linspace(0, 1, bins + 1),
+        counts,
     )
     edges = np.stack([np.linspace(0, m or 1.0, 33) for m in totals.max])
     hist = rng.integers(0, 100, (d_sae, 32))
     words = [f" word{i}" for i in range(500)]
-    docs = FeatureDocuments(SAE, totals, hist, edges, examples, windows, logits, lambda t: words[t], BANDS)
+    near = Neighbours(rng.integers(0, d_sae, (d_sae, 10)), -np.sort(-rng.random((d_sae, 10)), axis=1))
+    matches = [
+        (f"bench/t00{k}", Neighbours(rng.integers(0, d_sae, (d_sae, 1)), rng.random((d_sae, 1))))
+        for k in (1, 2)
+    ]
+    docs = FeatureDocuments(
+        SAE,
+        totals,
+        hist,
+        edges,
+        examples,
+        windows,
+        logits,
+        lambda t: words[t],
+        BANDS,
+        neighbours=near,
+        matches=matches,
+    )
     return docs, totals
 
 

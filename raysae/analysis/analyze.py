@@ -27,7 +27,8 @@ from raysae.activations.cache import key_inputs
 from raysae.activations.language_model import load_model, tokenizer_for
 from raysae.analysis.actors import encode_on_pool, parts
 from raysae.analysis.documents import FeatureDocuments, TokenText
-from raysae.analysis.logits import decoder_logits, model_unembedding
+from raysae.analysis.logits import decoder_logits, model_unembedding, no_logits
+from raysae.analysis.neighbours import best_matches, decoder_neighbours
 from raysae.analysis.sources import analysis_config, excluded_token_ids, source_dataset
 from raysae.analysis.stats import (
     Examples,
@@ -193,18 +194,40 @@ def analyze_group(
     except Exception as exc:  # logit attribution is optional; the statistics are not
         log.warning("no logit attribution: cannot load %s (%s)", cfg.model.name, exc)
     text = TokenText(tokenizer)
+    sae_ids = [sae_id_of(d) for d in sae_dirs]
+    sae_docs = [
+        sae_document(cfg, d, record, sae, sae_id, st.totals, n_contexts)
+        for d, record, sae, sae_id, st in zip(sae_dirs, records, saes, sae_ids, stats, strict=True)
+    ]
     summaries = []
-    for d, record, sae, st in zip(sae_dirs, records, saes, stats, strict=True):
-        sae_id = sae_id_of(d)
+    for i, (sae, st, sae_id, sae_doc) in enumerate(zip(saes, stats, sae_ids, sae_docs, strict=True)):
         logits = (
-            decoder_logits(sae.W_dec, unembed, a.logit_tokens)
+            decoder_logits(sae.W_dec, unembed, a.logit_tokens, bins=a.logit_bins)
             if unembed is not None
-            else tuple(np.zeros((sae.d_sae, 0)) for _ in range(4))
+            else no_logits(sae.d_sae)
         )
-        sae_doc = sae_document(cfg, d, record, sae, sae_id, st.totals, n_contexts)
+        t_near = time.perf_counter()
+        neighbours = decoder_neighbours(sae.W_dec, a.neighbours) if a.neighbours > 0 else None
+        matches = [
+            (sae_ids[j], best_matches(sae.W_dec, saes[j].W_dec))
+            for j in range(len(saes))
+            if j != i and same_space(sae_doc, sae_docs[j])
+        ]
+        neighbour_s = time.perf_counter() - t_near
+        log.info("%s: decoder neighbours and %d match(es) in %.1f s", sae_id, len(matches), neighbour_s)
         t0 = time.perf_counter()
         docs = FeatureDocuments(
-            sae_id, st.totals, st.histogram, st.edges, st.examples, st.windows, logits, text, a.bands
+            sae_id,
+            st.totals,
+            st.histogram,
+            st.edges,
+            st.examples,
+            st.windows,
+            logits,
+            text,
+            a.bands,
+            neighbours=neighbours,
+            matches=matches,
         )
 
         def publish(generation: str, sae_doc=sae_doc, t0=t0) -> None:
@@ -236,10 +259,21 @@ def analyze_group(
                 "alive": int((st.totals.count > 0).sum()),
                 "write_seconds": write_s,
                 "stats_seconds": seconds_stats,
+                "neighbour_seconds": neighbour_s,
                 "actors": len(actors),
             }
         )
     return summaries
+
+
+def same_space(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Two analyzed SAEs (their `saes` documents) whose features can be matched by decoder cosine:
+    the same sweep (`name`), writing to the same activations (output hook, d_out)."""
+    return (
+        a["name"] == b["name"]
+        and a["d_out"] == b["d_out"]
+        and (a["hook_point_out"] or a["hook_point"]) == (b["hook_point_out"] or b["hook_point"])
+    )
 
 
 def sae_document(
@@ -264,7 +298,10 @@ def sae_document(
         # A transcoder's output hook: its features read hook_point (the analysis encodes those
         # activations) and write here, which is what its decoder logits go through.
         "kind": sae.kind,
-        "hook_point_out": cfg.model.hook_point_out if sae.is_transcoder else None,
+        # The SAE's own (SAEs of a group share the input hook, not necessarily the output one).
+        "hook_point_out": trained.get("model", {}).get("hook_point_out", cfg.model.hook_point_out)
+        if sae.is_transcoder
+        else None,
         "d_in": sae.d_in,
         "d_out": sae.d_out,
         "d_sae": sae.d_sae,

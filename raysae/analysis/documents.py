@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from raysae.analysis.logits import DecoderLogits
+from raysae.analysis.neighbours import Neighbours
 from raysae.analysis.stats import Examples, Totals
 
 
@@ -44,7 +46,8 @@ class FeatureDocuments:
     rebuild one it has to write again without holding every document in memory.
 
     `windows` = (start, token ids, activations) per entry of `examples`;
-    `logits` = (top ids, top values, bottom ids, bottom values).
+    `neighbours`: the SAE's own nearest decoder directions (None: not computed);
+    `matches`: (sae_id, best match per feature) of each other SAE of its sweep in the same space.
     """
 
     def __init__(
@@ -55,9 +58,11 @@ class FeatureDocuments:
         edges: np.ndarray,
         examples: Examples,
         windows: tuple[np.ndarray, np.ndarray, np.ndarray],
-        logits: tuple[np.ndarray, ...],
+        logits: DecoderLogits,
         text: Callable[[int], str],
         bands: list[list[float]],
+        neighbours: Neighbours | None = None,
+        matches: list[tuple[str, Neighbours]] | None = None,
     ):
         self.sae_id, self.totals, self.histogram, self.edges = sae_id, totals, histogram, edges
         self.examples, self.windows, self.logits, self.text = examples, windows, logits, text
@@ -66,6 +71,7 @@ class FeatureDocuments:
         self.labels = [band_label(b) for b in bands] + [NON_ACTIVATING]
         self.rank_frequency = descending_ranks(totals.count)
         self.rank_max = descending_ranks(totals.max)
+        self.neighbours, self.matches = neighbours, matches or []
 
     def __len__(self) -> int:
         return len(self.totals.count)
@@ -86,12 +92,30 @@ class FeatureDocuments:
     def _tokens(self, ids, values) -> list[dict[str, Any]]:
         return [{"token": self.text(int(t)), "value": float(v)} for t, v in zip(ids, values, strict=True)]
 
+    def _peak_tokens(self, top: list[int]) -> list[str]:
+        """The distinct texts of the tokens the top examples peak on, first seen first."""
+        starts, win_tokens, _ = self.windows
+        seen: dict[str, None] = {}
+        for e in top:
+            pos = int(self.examples.pos[e])
+            if pos >= 0:
+                seen.setdefault(self.text(int(win_tokens[e][pos - int(starts[e])])), None)
+        return list(seen)
+
+    def _neighbours(self, i: int) -> list[dict[str, Any]]:
+        if self.neighbours is None:
+            return []
+        ids, cos = self.neighbours.indices[i], self.neighbours.cosines[i]
+        return [{"index": int(j), "cosine": float(c)} for j, c in zip(ids, cos, strict=True)]
+
     def __call__(self, i: int) -> dict[str, Any]:
-        top, banded = [], [[] for _ in self.labels]
+        top, banded, top_entries = [], [[] for _ in self.labels], []
         for e in range(self.bounds[i], self.bounds[i + 1]):
             group = int(self.examples.group[e])
             (top if group < 0 else banded[group]).append(self._example(e))
-        top_ids, top_vals, bottom_ids, bottom_vals = self.logits
+            if group < 0:
+                top_entries.append(e)
+        lg = self.logits
         t = self.totals
         return {
             "sae_id": self.sae_id,
@@ -107,8 +131,15 @@ class FeatureDocuments:
             "band_examples": [
                 {"band": label, "examples": ex} for label, ex in zip(self.labels, banded, strict=True)
             ],
+            "peak_tokens": self._peak_tokens(top_entries),
             "logits": {
-                "top": self._tokens(top_ids[i], top_vals[i]),
-                "bottom": self._tokens(bottom_ids[i], bottom_vals[i]),
+                "top": self._tokens(lg.top_ids[i], lg.top_values[i]),
+                "bottom": self._tokens(lg.bottom_ids[i], lg.bottom_values[i]),
+                "histogram": {"edges": lg.edges[i].tolist(), "counts": lg.counts[i].tolist()},
             },
+            "neighbours": self._neighbours(i),
+            "matches": [
+                {"sae_id": other, "index": int(m.indices[i, 0]), "cosine": float(m.cosines[i, 0])}
+                for other, m in self.matches
+            ],
         }

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -39,13 +40,37 @@ def model_unembedding(model) -> Unembedding:
     return Unembedding(W_U, weight, centre=norm is not None and kind.startswith("LN"))
 
 
+class DecoderLogits(NamedTuple):
+    """What each decoder row does to the logits, per feature (numpy)."""
+
+    top_ids: np.ndarray
+    """[d_sae, k] the tokens it raises most, first the most."""
+    top_values: np.ndarray
+    bottom_ids: np.ndarray
+    """[d_sae, k] the tokens it lowers most, first the most."""
+    bottom_values: np.ndarray
+    edges: np.ndarray
+    """[d_sae, bins + 1] each feature's histogram edges, from its lowest logit to its highest."""
+    counts: np.ndarray
+    """[d_sae, bins] how many vocabulary tokens fall in each bin (rows sum to d_vocab)."""
+
+
+def no_logits(d_sae: int) -> DecoderLogits:
+    """Empty attribution, for when the model (its unembedding) cannot be loaded."""
+    return DecoderLogits(*(np.zeros((d_sae, 0)) for _ in range(6)))
+
+
 @torch.no_grad()
-def decoder_logits(W_dec: Tensor, unembed: Unembedding, k: int, *, chunk: int = 1024):
-    """Top and bottom `k` tokens of each decoder row: (top ids, top values, bottom ids,
-    bottom values), each [d_sae, k]."""
+def decoder_logits(
+    W_dec: Tensor, unembed: Unembedding, k: int, *, bins: int = 40, chunk: int = 256
+) -> DecoderLogits:
+    """Top and bottom `k` tokens of each decoder row, and the histogram of its logits over the
+    whole vocabulary in `bins` equal bins from their min to their max (as `np.histogram` bins
+    them: the last bin is closed; a constant row gets the range value +- 0.5), all from one
+    matmul per chunk of rows."""
     W_dec = W_dec.detach().float().cpu()
     k = min(k, unembed.W_U.shape[1])
-    outs = [[], [], [], []]
+    outs = [[], [], [], [], [], []]
     for start in range(0, W_dec.shape[0], chunk):
         rows = W_dec[start : start + chunk]
         if unembed.centre:
@@ -55,6 +80,26 @@ def decoder_logits(W_dec: Tensor, unembed: Unembedding, k: int, *, chunk: int = 
         logits = rows @ unembed.W_U
         top = logits.topk(k, dim=-1)
         bottom = logits.topk(k, dim=-1, largest=False)
-        for out, t in zip(outs, (top.indices, top.values, bottom.indices, bottom.values), strict=True):
+        edges, counts = row_histograms(logits, bins)
+        parts = (top.indices, top.values, bottom.indices, bottom.values, edges, counts)
+        for out, t in zip(outs, parts, strict=True):
             out.append(t)
-    return tuple(torch.cat(o).numpy() for o in outs)
+    return DecoderLogits(*(torch.cat(o).numpy() for o in outs))
+
+
+def row_histograms(values: Tensor, bins: int) -> tuple[Tensor, Tensor]:
+    """Per row of `values` [n, m]: `bins` equal bins between its min and max, (edges [n, bins + 1]
+    float64, counts [n, bins] int64), as `np.histogram(row, bins)` makes them."""
+    lo, hi = values.aminmax(dim=-1)
+    lo, hi = lo.double(), hi.double()
+    flat = hi <= lo
+    lo, hi = torch.where(flat, lo - 0.5, lo), torch.where(flat, hi + 0.5, hi)
+    steps = torch.linspace(0, 1, bins + 1, dtype=torch.float64)
+    edges = lo[:, None] + (hi - lo)[:, None] * steps
+    edges[:, -1] = hi  # exactly the max, which the closed last bin holds
+    # float32 bin positions: a float64 copy of a vocabulary-wide chunk would double its memory.
+    scale = (bins / (hi - lo)).float()[:, None]
+    which = ((values - lo.float()[:, None]) * scale).long().clamp_(0, bins - 1)
+    which += torch.arange(values.shape[0])[:, None] * bins
+    counts = torch.bincount(which.flatten(), minlength=values.shape[0] * bins)
+    return edges, counts.view(values.shape[0], bins)

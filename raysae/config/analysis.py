@@ -41,6 +41,12 @@ class AnalysisConfig(Section):
     logit_tokens: int = Field(default=10, gt=0)
     """Top and bottom output tokens of each decoder direction through the unembedding."""
 
+    logit_bins: int = Field(default=40, gt=1)
+    """Bins of each feature's histogram of its logits over the whole vocabulary (min to max)."""
+
+    neighbours: int = Field(default=10, ge=0)
+    """Nearest other features of the same SAE by decoder cosine, kept per feature (0: none)."""
+
     batch_contexts: int = Field(default=16, gt=0)
     """Contexts per analysis batch (per `encode` call on an actor)."""
 

@@ -42,6 +42,9 @@ FEATURE_INDEXES = [
     # documents, where a sort + skip fetches every feature first on some servers.
     ([("sae_id", 1), ("generation", 1), ("rank_frequency", 1)], {}),
     ([("sae_id", 1), ("generation", 1), ("rank_max", 1)], {}),
+    # Multikey (one entry per distinct peak token): "features whose top examples peak on
+    # token X" is an index lookup, not a scan of every document's examples.
+    ([("sae_id", 1), ("generation", 1), ("peak_tokens", 1)], {}),
 ]
 """Every field the writers and the browser filter or sort on, per SAE and generation."""
 

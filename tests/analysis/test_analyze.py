@@ -116,6 +116,8 @@ def test_statistics_equal_a_single_process_reference(analyzed, store):
             assert e["tokens"] == [tokenizer.decode([int(t)]) for t in tokens[c, lo : hi + 1]]
             assert e["activations"] == [float(v) for v in f[c, lo : hi + 1, i]]
             checked_examples += 1
+        peaks = [tokenizer.decode([int(tokens[c, np.argmax(f[c, :, i])])]) for c in expected]
+        assert doc["peak_tokens"] == list(dict.fromkeys(peaks))
         assert [b["band"] for b in doc["band_examples"]] == [
             "80-100% of max",
             "40-60% of max",
@@ -123,6 +125,9 @@ def test_statistics_equal_a_single_process_reference(analyzed, store):
             "non-activating",
         ]
         assert len(doc["logits"]["top"]) == len(doc["logits"]["bottom"]) == 3
+        assert sum(doc["logits"]["histogram"]["counts"]) == len(tokenizer)
+        assert len(doc["logits"]["histogram"]["edges"]) == 41  # analysis.logit_bins + 1
+        assert len(doc["neighbours"]) == 10 and doc["matches"] == []  # a sweep of one SAE
     assert checked_examples > d_sae  # most features fire in several contexts
 
 

@@ -55,7 +55,27 @@ def test_rewriting_replaces_and_a_narrower_sae_drops_stale_features(store):
         ("sae_id", "generation", "index"),
         ("sae_id", "generation", "act_frequency"),
         ("sae_id", "generation", "max_activation"),
+        ("sae_id", "generation", "peak_tokens"),
     } <= names
+
+
+def test_features_peaking_on_a_token_are_an_index_lookup(store):
+    """The multikey (sae_id, generation, peak_tokens) index answers "features whose top examples
+    peak on token X" by reading only the matching keys."""
+    words = ["a", "b", "c", "d", "e"]
+    n = 200
+    store.write_features(
+        "s/t0", lambda i: {**docs("s/t0", n)(i), "peak_tokens": [words[i % 5], words[(i + 1) % 5]]}, n
+    )
+    generation = (store.features.find_one({"sae_id": "s/t0"}) or {})["generation"]
+    query = {"sae_id": "s/t0", "generation": generation, "peak_tokens": "c"}
+    found = sorted(d["index"] for d in store.features.find(query))
+    assert found == [i for i in range(n) if "c" in (words[i % 5], words[(i + 1) % 5])]
+    plan = str(store.features.find(query).explain())
+    assert "sae_id_1_generation_1_peak_tokens_1" in plan
+    stats = store.features.find(query).explain().get("executionStats", {})
+    if "totalDocsExamined" in stats:  # not every server reports execution statistics
+        assert stats["totalDocsExamined"] == len(found)
 
 
 @pytest.mark.skipif(bool(REAL), reason="restarts the embedded server")
