@@ -68,19 +68,13 @@ class Inference:
 
 @dataclass
 class Loaded:
-    """A model with its tokenizer and a forward lock."""
+    """A model with its tokenizer, a forward lock, and its token texts as the analysis shows
+    them (`raysae.analysis.token_text.TokenText`: decoded alone, byte tokens by their bytes)."""
 
     model: Any
     tokenizer: Any
+    token_text: Callable[[int], str]
     lock: threading.Lock = field(default_factory=threading.Lock)
-    texts: dict[int, str] = field(default_factory=dict)
-
-    def token_text(self, token_id: int) -> str:
-        # As analysis/documents.py TokenText: each token decoded alone, cached.
-        text = self.texts.get(token_id)
-        if text is None:
-            text = self.texts[token_id] = self.tokenizer.decode([token_id])
-        return text
 
 
 class LRU:
@@ -143,6 +137,7 @@ class Engine:
 
         def load() -> Loaded:
             from raysae.activations.language_model import load_model
+            from raysae.analysis.token_text import TokenText
 
             try:
                 model = load_model(model_cfg, self.device)
@@ -150,7 +145,7 @@ class Engine:
                 raise InferenceError(f"cannot load the model {model_cfg.name!r}: {_reason(exc)}") from None
             if getattr(model, "tokenizer", None) is None:
                 raise InferenceError(f"the model {model_cfg.name!r} has no tokenizer")
-            return Loaded(model, model.tokenizer)
+            return Loaded(model, model.tokenizer, TokenText(model.tokenizer))
 
         return self.models.get(model_cfg.model_dump_json(), load)
 
@@ -249,13 +244,11 @@ def summarise(
     k = min(top_k, acts.shape[1]) if acts.numel() else 0
     values, indices = acts.topk(k, dim=1) if k else (acts[:, :0], acts[:, :0].long())
     tokens = []
-    for pos, token_id in enumerate(ids):
-        feats = tuple(
-            (int(i), float(v))
-            for v, i in zip(values[pos].tolist(), indices[pos].tolist(), strict=True)
-            if v > 0
-        )
-        tokens.append(TokenFeatures(pos, token_id, loaded.token_text(token_id), not bool(keep[pos]), feats))
+    # Whole tensors to lists once: per-row tensor indexing costs more than the rest of the page.
+    rows = zip(ids, values.tolist(), indices.tolist(), keep.tolist(), strict=True)
+    for pos, (token_id, row_values, row_indices, kept) in enumerate(rows):
+        feats = tuple((i, v) for v, i in zip(row_values, row_indices, strict=True) if v > 0)
+        tokens.append(TokenFeatures(pos, token_id, loaded.token_text(token_id), not kept, feats))
     peaks = acts.max(dim=0).values if acts.shape[0] else torch.zeros(acts.shape[1])
     top = peaks.topk(min(20, peaks.numel()))
     strongest = [

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from raysae.activations.language_model import hook_activations, load_model
+from raysae.analysis.token_text import TokenText
 from raysae.checkpoint import load_sae, read_record
 from raysae.config import RaysaeConfig
 from raysae.dashboard import create_app
@@ -55,7 +56,8 @@ def test_api_per_token_features_equal_encode(client, reference):
     assert got.status_code == 200, got.get_data(as_text=True)
     doc = got.get_json()
     assert [t["id"] for t in doc["tokens"]] == ids
-    assert [t["text"] for t in doc["tokens"]] == [model.tokenizer.decode([i]) for i in ids]
+    shown = TokenText(model.tokenizer)  # as the analysis shows token texts
+    assert [t["text"] for t in doc["tokens"]] == [shown(i) for i in ids]
     assert doc["tokens"][0]["excluded"] and doc["tokens"][0]["features"] == []
     assert not doc["truncated"] and doc["n_text_tokens"] == len(ids) - 1
     fired = 0
