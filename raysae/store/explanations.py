@@ -172,14 +172,19 @@ def search_text(store: Store, query: str, sae_id: str | None = None, limit: int 
     return Found([public(d) for d in docs[:limit]], len(docs) > limit)
 
 
-def token_pattern(token: str) -> str:
-    """The `peak_tokens` match of a typed token: exactly it, or it with any whitespace around
-    (tokens often carry a leading space the user does not type). A token that is only
-    whitespace matches itself."""
+TOKEN_PREFIXES = ("", " ", "  ", "\n", "\n\n", "\t")
+TOKEN_SUFFIXES = ("", " ", "\n")
+
+
+def token_variants(token: str) -> list[str]:
+    """The `peak_tokens` a typed token matches: exactly it, and it stripped with the
+    whitespace tokens commonly carry around it (a leading space, a line break, a tab).
+    An exact `$in` on the multikey index: a `$regex` on `peak_tokens` scans every feature
+    document on the embedded server (13 s on 16,384 features, against 22 ms)."""
     core = token.strip()
     if not core:
-        return f"^{re.escape(token)}$"
-    return rf"^\s*{re.escape(core)}\s*$"
+        return [token]
+    return sorted({token} | {p + core + s for p in TOKEN_PREFIXES for s in TOKEN_SUFFIXES})
 
 
 def search_token(store: Store, token: str, sae_id: str | None = None, limit: int = SEARCH_LIMIT) -> Found:
@@ -187,10 +192,11 @@ def search_token(store: Store, token: str, sae_id: str | None = None, limit: int
     analysis each SAE document names, by SAE and index; each result names the token matched."""
     sae_query = {} if sae_id is None else {"_id": sae_id}
     saes = list(store.saes.find(sae_query, {"_id": 1, "analysis.generation": 1}).sort("_id", 1))
-    pattern = re.compile(token_pattern(token))
+    variants = token_variants(token)
+    wanted = set(variants)
     results: list[dict[str, Any]] = []
     for sae in saes:
-        where = {**feature_filter(sae), "peak_tokens": {"$regex": pattern.pattern}}
+        where = {**feature_filter(sae), "peak_tokens": {"$in": variants}}
         left = limit + 1 - len(results)
         docs = store.retrying(
             f"searching {sae['_id']} for the peak token {token!r}",
@@ -199,7 +205,7 @@ def search_token(store: Store, token: str, sae_id: str | None = None, limit: int
             ),
         )
         for d in docs:
-            matched = next((t for t in d.get("peak_tokens") or [] if pattern.search(t)), token)
+            matched = next((t for t in d.get("peak_tokens") or [] if t in wanted), token)
             results.append({"sae_id": sae["_id"], "index": d["index"], "token": matched})
         if len(results) > limit:
             break
