@@ -7,7 +7,7 @@ histogram of 49,152 logits, 32 bins, 10 decoder neighbours, matches in 2 other S
 of the sweep, 1-3 distinct peak tokens),
 then times each page through the Flask app in this process, `--repeat` times,
 median. Baseline: one whole feature document fetched by its unique
-(sae_id, index) key, in the same process. Also timed once: the list page's query
+(sae_id, generation, index) key, in the same process. Also timed once: the list page's query
 written the obvious way, `find(...).sort(act_frequency).skip(...).limit(50)`.
 
     python bench/dashboard.py                 # 16,384 features
@@ -31,6 +31,7 @@ from raysae.analysis.neighbours import Neighbours
 from raysae.analysis.stats import Examples, Totals, log_density
 from raysae.dashboard import create_app
 from raysae.store import EmbeddedServer, Store
+from raysae.store.client import feature_filter
 
 SAE = "bench/t000"
 BANDS = [[0.8, 1.0], [0.4, 0.6], [0.0, 0.2]]
@@ -170,8 +171,9 @@ def main() -> None:
 
         mid = d_sae // 100
         pages = {
+            # By the whole unique key: without `generation` the server cannot use that index.
             "one feature document by key (baseline)": lambda: store.features.find_one(
-                {"sae_id": SAE, "index": d_sae // 3}
+                {**feature_filter(store.saes.find_one({"_id": SAE}) or {}), "index": d_sae // 3}
             ),
             "SAE list": get("/"),
             "SAE page, by frequency, page 1": get(f"/sae/{SAE}"),
