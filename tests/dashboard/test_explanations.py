@@ -187,3 +187,17 @@ def test_explanations_outlive_a_reanalysis(token_store):
     [e] = store_explanations.of_feature(token_store, "tok/b", 4)
     assert (e["id"], e["text"], e["source"], e["score"]) == (kept, "fires on the", "gpt-4o-mini", 0.5)
     assert store_explanations.search_token(token_store, "the", "tok/b").results == []
+
+
+def test_search_by_token_on_the_analyzed_store_finds_the_features_peaking_on_it(client, browsed_store):
+    sae = browsed_store.saes.find_one({"_id": SAE})
+    docs = list(browsed_store.features.find(feature_filter(sae)).sort("index", 1))
+    first = next(d for d in docs if d.get("top_examples"))["top_examples"][0]
+    token = first["tokens"][first["peak"]]
+    want = [  # from the top examples themselves, not the analysis's peak_tokens
+        d["index"]
+        for d in docs
+        if any(ex["tokens"][ex["peak"]].strip() == token.strip() for ex in d.get("top_examples") or [])
+    ]
+    found = client.get("/api/search", query_string={"by": "token", "q": token.strip(), "sae": SAE}).get_json()
+    assert want and [r["index"] for r in found["results"]] == want[: store_explanations.SEARCH_LIMIT]
