@@ -26,7 +26,7 @@ from raysae import filesystem, progress
 from raysae.activations.cache import key_inputs
 from raysae.activations.language_model import load_model, tokenizer_for
 from raysae.analysis.actors import encode_on_pool, parts
-from raysae.analysis.documents import FeatureDocuments, TokenText
+from raysae.analysis.documents import FeatureDocuments
 from raysae.analysis.logits import decoder_logits, model_unembedding, no_logits
 from raysae.analysis.neighbours import best_matches, decoder_neighbours
 from raysae.analysis.sources import analysis_config, excluded_token_ids, source_dataset
@@ -40,6 +40,7 @@ from raysae.analysis.stats import (
     log_density,
     select_examples,
 )
+from raysae.analysis.token_text import TokenText
 from raysae.checkpoint import CFG_FILE, load_sae, read_record
 from raysae.config import AnalysisConfig, RaysaeConfig, redact
 from raysae.config.resolve import embedded_store_problem, store_uri

@@ -27,20 +27,6 @@ def descending_ranks(values: np.ndarray) -> np.ndarray:
     return ranks
 
 
-class TokenText:
-    """Token id -> its text (as the tokenizer decodes it alone), cached."""
-
-    def __init__(self, tokenizer):
-        self.tokenizer = tokenizer
-        self.cache: dict[int, str] = {}
-
-    def __call__(self, token_id: int) -> str:
-        text = self.cache.get(token_id)
-        if text is None:
-            text = self.cache[token_id] = self.tokenizer.decode([token_id])
-        return text
-
-
 class FeatureDocuments:
     """Builds the document of any feature on demand (`docs(i)`), so a writer can
     rebuild one it has to write again without holding every document in memory.
