@@ -69,15 +69,26 @@ MAY_IMPORT = {
         "store",
         "tracking",
     },
-    "dashboard": {"store"},
+    # The browser runs an SAE's model on a typed text (dashboard.inference): it loads the
+    # checkpoint and its config, and tokenises and encodes as the analysis does.
+    "dashboard": {"activations", "analysis", "checkpoint", "config", "store"},
     "export": {"activations", "analysis", "filesystem", "store"},
     "cli": {"config", "errors", "progress", "store"},
 }
 """Part of raysae -> the parts it may import. The commands (`generate`, `train`, `analyze` and every
 `__main__`) and the package's face (`raysae/__init__.py`) sit on top and may import any part."""
 
-TOP = {"__init__", "__main__", "generate", "train", "analyze", "init", "assets"}
-MATH = ["models", "metrics", "analysis.encode", "analysis.stats", "analysis.logits", "analysis.documents"]
+TOP = {"__init__", "__main__", "generate", "train", "analyze", "init", "assets", "explanations"}
+MATH = [
+    "models",
+    "metrics",
+    "analysis.encode",
+    "analysis.stats",
+    "analysis.logits",
+    "analysis.documents",
+    "analysis.neighbours",
+    "analysis.token_text",
+]
 """Plain PyTorch / NumPy: no Ray, no torch.distributed (the edges put them on Ray)."""
 
 
