@@ -290,7 +290,8 @@ def browsed_run(tmp_path_factory, train_config):
     rows = []
     for trial, (architecture, fvu, l0) in enumerate([("topk", 0.5, 4.0), ("standard", 0.3, 9.0)]):
         torch.manual_seed(trial)
-        sae = build_sae(cfg.sae.model_copy(update={"architecture": architecture}), 32)
+        # Different seeds: their decoders differ, so cross-SAE matches are not all 1.0.
+        sae = build_sae(cfg.sae.model_copy(update={"architecture": architecture, "seed": trial}), 32)
         with torch.no_grad():
             sae.W_enc.normal_(0, 0.3)
         sae_id = f"browse/t00{trial}"

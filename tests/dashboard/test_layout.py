@@ -42,6 +42,9 @@ def pages(store):
         "sae": f"/sae/{SAE}",
         "feature": f"/sae/{SAE}/feature/{frequent}",
         "error": f"/sae/{SAE}/feature/999",
+        "infer": f"/sae/{SAE}/infer?text=the+king+and+the+queen+speak+of+gold",
+        "feature-text": f"/sae/{SAE}/feature/{frequent}?text=the+king+speaks#try-feature",
+        "search": "/search?q=king&by=token",
     }
 
 
@@ -53,7 +56,8 @@ def test_pages_hold_at_every_width(browser, site, browsed_store, width):
         for name, path in pages(browsed_store).items():
             page.goto(site + path)
             found = page.evaluate(OVERLAPS, BOXES)
-            assert page.locator("header a.api").count() == (name != "error"), f"{name}: no JSON link"
+            has_api = name in ("saes", "sae", "feature", "feature-text")
+            assert page.locator("header a.api").count() == has_api, f"{name}: no JSON link"
             page.screenshot(path=ARTIFACTS / f"layout-{name}-{width}.png", full_page=True)
             assert found["bad"] == [], f"{name} at {width} px"
             assert found["wide"] == [] and found["scroll"] <= 0, f"{name} at {width} px: {found}"
