@@ -73,3 +73,31 @@ def test_missing_feature_is_a_404_page(page, site):
     assert "has no feature 999" in page.locator("p.error").inner_text()
     response = page.goto(f"{site}/sae/not/there")
     assert response.status == 404 and "No SAE called" in page.inner_text("main")
+
+
+def test_neighbour_and_match_links_carry_the_decoder_cosines(page, site, browsed_store):
+    import numpy as np
+
+    from raysae import load_sae
+
+    saes = {s["_id"]: s for s in browsed_store.saes.find({"_id": {"$in": [SAE, "browse/t001"]}})}
+    W = {k: load_sae(s["checkpoint"]).W_dec.detach().double().numpy() for k, s in saes.items()}
+    unit = {k: w / np.linalg.norm(w, axis=1, keepdims=True) for k, w in W.items()}
+    index = browsed_store.features.find_one({"sae_id": SAE, "rank_frequency": 0})["index"]
+    cos = unit[SAE] @ unit[SAE][index]
+    cos[index] = -np.inf
+    nearest = np.argsort(-cos, kind="stable")[:10]
+    page.goto(f"{site}/sae/{SAE}/feature/{index}")
+    rows = page.locator("#neighbours tbody tr")
+    assert rows.count() == 10
+    for row, j in zip(rows.all(), nearest, strict=True):
+        link, shown = row.locator("td").all()
+        assert link.locator("a").get_attribute("href") == f"/sae/{SAE}/feature/{j}"
+        assert shown.inner_text() == f"{cos[j]:.3f}"
+    other = unit["browse/t001"] @ unit[SAE][index]
+    match = page.locator("#matches tbody tr")
+    assert match.count() == 1
+    sae_cell, feature_cell, cosine_cell = match.locator("td").all()
+    assert sae_cell.inner_text() == "browse/t001" and cosine_cell.inner_text() == f"{other.max():.3f}"
+    feature_cell.locator("a").click()
+    page.wait_for_url(f"**/sae/browse/t001/feature/{int(other.argmax())}")
