@@ -74,6 +74,8 @@ def neuronpedia_feature(
         contains = band_fraction(hist, lo, hi)
         activations += [_activation(ex, lo, hi, contains) for ex in band["examples"]]
     logits = doc.get("logits") or {}
+    logit_hist = logits.get("histogram") or {}
+    logit_edges = logit_hist.get("edges", [])
     out = {
         "feature_index": int(doc["index"]),
         "neg_str": [t["token"] for t in logits.get("bottom", [])],
@@ -83,9 +85,11 @@ def neuronpedia_feature(
         "frac_nonzero": float(doc["act_frequency"]),
         "freq_hist_data_bar_values": _round((a + b) / 2 for a, b in zip(edges, edges[1:], strict=False)),
         "freq_hist_data_bar_heights": [int(c) for c in hist.get("counts", [])],
-        # raysae does not compute a histogram of the decoder direction's logits
-        "logits_hist_data_bar_heights": [],
-        "logits_hist_data_bar_values": [],
+        # The decoder direction's logits over the vocabulary (empty from an older analysis).
+        "logits_hist_data_bar_heights": [int(c) for c in logit_hist.get("counts", [])],
+        "logits_hist_data_bar_values": _round(
+            (a + b) / 2 for a, b in zip(logit_edges, logit_edges[1:], strict=False)
+        ),
         "num_tokens_for_dashboard": int(n_tokens),
         "activations": activations,
     }

@@ -48,6 +48,11 @@ def test_export_writes_every_feature_in_neuronpedia_batches(browsed_store, brows
         assert f["pos_str"] == [t["token"] for t in d["logits"]["top"]]
         assert f["neg_values"] == [round(t["value"], 3) for t in d["logits"]["bottom"]]
         assert sum(f["freq_hist_data_bar_heights"]) == d["n_active"]
+        logit_hist = d["logits"]["histogram"]
+        assert f["logits_hist_data_bar_heights"] == logit_hist["counts"] and len(logit_hist["counts"]) == 40
+        centres = f["logits_hist_data_bar_values"]
+        assert len(centres) == 40 and centres == sorted(centres)
+        assert logit_hist["edges"][0] <= centres[0] and centres[-1] <= logit_hist["edges"][-1]
         assert f["num_tokens_for_dashboard"] == 600 and f["n_tokens_in_prompt"] == 16
         top = [a for a in f["activations"] if a["bin_min"] == -1]
         assert [a["tokens"] for a in top] == [e["tokens"] for e in d["top_examples"]]
