@@ -30,7 +30,7 @@ from raysae.analysis.logits import DecoderLogits
 from raysae.analysis.neighbours import Neighbours
 from raysae.analysis.stats import Examples, Totals, log_density
 from raysae.dashboard import create_app
-from raysae.store import EmbeddedServer, Store
+from raysae.store import EmbeddedServer, Store, explanations
 from raysae.store.client import feature_filter
 
 SAE = "bench/t000"
@@ -148,6 +148,15 @@ def main() -> None:
         t0 = time.perf_counter()
         store.write_features(SAE, docs, d_sae)
         write_s = time.perf_counter() - t0
+        # One explanation per feature, as after an import of a whole SAE's explanations.
+        explanations.ensure_indexes(store)
+        explanations.add_many(
+            store,
+            (
+                explanations.document(SAE, i, f"fires on word{i % 500} in lists", "bench")
+                for i in range(d_sae)
+            ),
+        )
         size = len(bson.encode(docs(0)))  # bytes as stored
         client = create_app(store, seed=0).test_client()
 
@@ -179,8 +188,11 @@ def main() -> None:
             "SAE page, by frequency, page 1": get(f"/sae/{SAE}"),
             f"SAE page, by max, page {mid}": get(f"/sae/{SAE}?order=max&page={mid}"),
             "SAE page, by index, last page": get(f"/sae/{SAE}?order=index&page={-(-d_sae // 50)}"),
-            "SAE page, frequency range 1e-4..1e-3": get(f"/sae/{SAE}?min_freq=1e-4&max_freq=1e-3"),
+            "SAE page, frequency range 0.01-0.1 %": get(f"/sae/{SAE}?min_pct=0.01&max_pct=0.1"),
             "feature page": get(f"/sae/{SAE}/feature/{d_sae // 2}"),
+            "feature JSON (/api)": get(f"/api/sae/{SAE}/feature/{d_sae // 2}"),
+            "search by top token": get(f"/search?q=word7&by=token&sae={SAE}"),
+            "search by explanation text": get("/search?q=WORD7+in&by=explanation"),
             "random alive feature (redirect)": get(f"/sae/{SAE}/random"),
         }
         results = {name: timed(fn, args.repeat) for name, fn in pages.items()}
