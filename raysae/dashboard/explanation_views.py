@@ -19,6 +19,7 @@ from typing import Any
 from flask import abort, jsonify, redirect, render_template, request, url_for
 from pymongo import errors as mongo_errors
 
+from raysae.dashboard import request_args
 from raysae.store import Store, StoreError
 from raysae.store import explanations as store_explanations
 
@@ -39,9 +40,7 @@ def _ensure_indexes(store: Store) -> None:
 
 
 def _feature_or_404(store: Store, sae_id: str, index: int) -> None:
-    sae = store.saes.find_one({"_id": sae_id}, {"d_sae": 1})
-    if sae is None:
-        abort(404, f"No SAE called {sae_id!r} in this store.")
+    sae = request_args.sae_or_404(store, sae_id)
     if not 0 <= index < int(sae.get("d_sae", 0)):
         abort(404, f"SAE {sae_id!r} has no feature {index} (its features are 0–{sae.get('d_sae', 0) - 1}).")
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from flask import abort, jsonify, render_template, request
 
-from raysae.dashboard import queries
+from raysae.dashboard import request_args
 from raysae.dashboard.inference import MAX_TOKENS, Engine, Inference, InferenceError, as_json
 
 
@@ -46,9 +46,7 @@ def register(app: Any, store: Any) -> None:
 
     @app.get("/sae/<path:sae_id>/infer")
     def infer_page(sae_id: str):
-        sae = queries.get_sae(store, sae_id)
-        if sae is None:
-            abort(404, f"No SAE called {sae_id!r} in this store.")
+        sae = request_args.sae_or_404(store, sae_id)
         text = request.args.get("text", "")
         try:
             feature = _feature_arg(sae)
@@ -67,9 +65,7 @@ def register(app: Any, store: Any) -> None:
 
     @app.get("/api/sae/<path:sae_id>/infer")
     def infer_api(sae_id: str):
-        sae = queries.get_sae(store, sae_id)
-        if sae is None:
-            return jsonify(error=f"No SAE called {sae_id!r} in this store."), 404
+        sae = request_args.sae_or_404(store, sae_id)  # under /api/: a JSON 404 (app.error_page)
         text = request.args.get("text", "")
         if not text.strip():
             return jsonify(error="text is empty: pass ?text=..."), 400
