@@ -19,17 +19,28 @@ class SAEConfig(ScopedSection):
     """SAELens architecture name: `standard` (ReLU + L1), `topk`, `batchtopk`, `jumprelu`,
     `matryoshka_batchtopk` (BatchTopK with nested prefix losses) or `gated` (gate + magnitude paths)."""
 
-    kind: Annotated[Literal["sae", "transcoder", "skip_transcoder"], MEMBER] = "sae"
+    kind: Annotated[Literal["sae", "transcoder", "skip_transcoder", "clt", "crosscoder"], MEMBER] = "sae"
     """What it reconstructs: `sae` its input (`model.hook_point`); `transcoder` the output hook
     (`model.hook_point_out`) from the input hook, the same tokens of a paired cache; a
     `skip_transcoder` adds a dense linear map from input to output (`W_skip`). Every
-    architecture but `gated` and `matryoshka_batchtopk` trains as either."""
+    architecture but `gated` and `matryoshka_batchtopk` trains as either. Multi-layer
+    dictionaries over `model.layers`: `clt`, a cross-layer transcoder (each layer's features read
+    that layer's input hook and write the output hook of that and every later layer), and
+    `crosscoder`, one dictionary read from and written to every layer (acausal); both train as
+    `topk`, `batchtopk` or `jumprelu`."""
+
+    topk_scope: Annotated[Literal["layer", "model"], MEMBER] = "layer"
+    """Multi-layer top-k: `layer` keeps `k` features per layer per token; `model` keeps
+    `k * layers` per token over all layers' features jointly (whole-model top-k)."""
+
+    skip_connection: Annotated[bool, MEMBER] = False
+    """CLT only: a dense linear map per layer from its input to its output (`W_skip`, zero at init)."""
 
     d_in: Annotated[int | None, SHARED] = Field(default=None, gt=0)
     """Width of the activations; left empty, it is read from the model or the cache."""
 
     expansion_factor: Annotated[int, MEMBER] = Field(default=8, gt=0)
-    """d_sae = expansion_factor * d_in, unless `d_sae` is given."""
+    """d_sae = expansion_factor * d_in, unless `d_sae` is given (per layer for `clt`)."""
 
     d_sae: Annotated[int | None, MEMBER] = Field(default=None, gt=0)
     """Number of latents; overrides `expansion_factor` when set."""

@@ -72,6 +72,12 @@ class TrainConfig(ScopedSection):
     seed: Annotated[int, MEMBER] = 0
     """Seed of the training loop (data order of synthetic sources, AuxK ties)."""
 
+    feature_shards: Annotated[int, OPERATIONAL] = Field(default=1, gt=0)
+    """Multi-layer dictionaries: split the features (every layer's encoder columns and decoder
+    rows, and their optimiser state) across this many workers, which encode their slice and sum
+    their reconstructions; the workers are `feature_shards` times the data-parallel replicas.
+    `sae.d_sae` (per layer) must divide by it."""
+
     workers: Annotated[WorkersConfig, OPERATIONAL] = Field(default_factory=WorkersConfig)
     """The Ray Train workers (`python -m raysae.train`, sweeps): how many, and what each reserves."""
 
