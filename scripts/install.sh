@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Create .venv and install raysae into it; safe to rerun.
 #   bash scripts/install.sh         # the package, everything it runs on, and the embedded store server
-#   bash scripts/install.sh --dev   # plus pytest/ruff/Playwright, SAELens (for the checkpoint-format test)
+#   bash scripts/install.sh --dev   # plus pytest/ruff/Playwright, SAELens and circuit-tracer (for the
+#                                   # checkpoint-format tests)
 #                                   # and Debian's chromium (for the browser tests; apt, as root or via sudo)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,6 +25,13 @@ if [ "$dev" = 1 ]; then
     rm -rf .saelens-env.tmp
     pip --no-deps --target .saelens-env.tmp -r tests/compat/saelens-requirements.txt
     mv .saelens-env.tmp .saelens-env
+  fi
+  if [ ! -d .circuit-tracer-env/circuit_tracer ]; then
+    # circuit-tracer 0.5 pins transformers<=4.57.3 and huggingface-hub<1, so it lives in a side
+    # folder that only its compatibility test puts on PYTHONPATH (tests/compat/circuit-tracer-requirements.txt).
+    rm -rf .circuit-tracer-env.tmp
+    pip --no-deps --target .circuit-tracer-env.tmp -r tests/compat/circuit-tracer-requirements.txt
+    mv .circuit-tracer-env.tmp .circuit-tracer-env
   fi
 else
   pip -c constraints.txt -e '.[store]'
