@@ -25,9 +25,18 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from raysae import filesystem
+from raysae.checkpoint_multilayer import load_multilayer, save_multilayer
+from raysae.circuit_tracer_format import is_circuit_tracer_dir, load_circuit_tracer
 from raysae.config import RaysaeConfig, SAEConfig, redact
 from raysae.metrics.sparsity import log_feature_density
-from raysae.models import ARCHITECTURES, SparseAutoencoder, saelens_class, saved_kind
+from raysae.models import (
+    ARCHITECTURES,
+    MULTILAYER_KINDS,
+    MultiLayerDictionary,
+    SparseAutoencoder,
+    saelens_class,
+    saved_kind,
+)
 
 CFG_FILE = "cfg.json"
 WEIGHTS_FILE = "sae_weights.safetensors"
@@ -49,7 +58,7 @@ def saelens_metadata(config: RaysaeConfig) -> dict[str, Any]:
 
 
 def save_sae(
-    sae: SparseAutoencoder,
+    sae: SparseAutoencoder | MultiLayerDictionary,
     path: str | os.PathLike,
     *,
     config: RaysaeConfig | None = None,
@@ -61,6 +70,9 @@ def save_sae(
     An input scale that is not yet folded is folded into a copy first, so the
     files always describe an SAE that reads raw activations.
     `feature_frequency` (per feature, in [0, 1]) becomes `sparsity.safetensors`.
+    A CLT or crosscoder, which SAELens has no format for, is saved as raysae's own record
+    (`raysae.checkpoint_multilayer`: `raysae.json`, `model.safetensors` and, for a CLT circuit-tracer
+    can compute, its `circuit_tracer/` layout; `feature_frequency` is not kept).
     Returns the directory (a URI stays one).
     """
     if filesystem.is_remote(path):
@@ -68,6 +80,8 @@ def save_sae(
             save_sae(sae, local, config=config, feature_frequency=feature_frequency, record=record)
         return str(path)
     path = Path(path)
+    if isinstance(sae, MultiLayerDictionary):
+        return save_multilayer(sae, path, RECORD_FILE, config=config, record=record or {})
     if float(sae.input_scale) != 1.0:
         sae = copy.deepcopy(sae)
         sae.fold_input_scale()
@@ -121,9 +135,12 @@ def read_json(file: filesystem.Location) -> dict[str, Any]:
         raise ValueError(f"{file}: not valid JSON ({exc})") from None
 
 
-def load_sae(path: str | os.PathLike, device: str | torch.device = "cpu") -> SparseAutoencoder:
-    """Load an SAE or transcoder written by `save_sae` (or a SAELens standard/topk/jumprelu SAE
-    or transcoder/skip_transcoder/jumprelu_transcoder/jumprelu_skip_transcoder checkpoint)."""
+def load_sae(
+    path: str | os.PathLike, device: str | torch.device = "cpu"
+) -> SparseAutoencoder | MultiLayerDictionary:
+    """Load an SAE, transcoder, CLT or crosscoder written by `save_sae` (or a SAELens
+    standard/topk/jumprelu SAE or transcoder/skip_transcoder/jumprelu_transcoder/jumprelu_skip_transcoder
+    checkpoint, or a circuit-tracer CLT folder: `W_enc_{i}`/`W_dec_{i}.safetensors`, config.yaml optional)."""
     if filesystem.is_remote(path):
         with filesystem.local_copy(path) as local:
             try:
@@ -131,10 +148,20 @@ def load_sae(path: str | os.PathLike, device: str | torch.device = "cpu") -> Spa
             except (FileNotFoundError, ValueError) as exc:  # name the URI, not the download
                 raise type(exc)(str(exc).replace(str(local), str(path))) from None
     path = Path(path)
-    cfg = read_json(path / CFG_FILE)
     record_file = path / RECORD_FILE
-    if record_file.exists():
-        record = read_json(record_file)
+    record = read_json(record_file) if record_file.exists() else None
+    if record is not None and record.get("kind") in MULTILAYER_KINDS:
+        return load_multilayer(path, record, device)
+    if record is None and not (path / CFG_FILE).exists() and is_circuit_tracer_dir(path):
+        loaded = load_circuit_tracer(path, device)
+        if isinstance(loaded, list):
+            raise ValueError(
+                f"{path}: a circuit-tracer transcoder set is one transcoder per layer, not one SAE; "
+                "load it with raysae.circuit_tracer_format.load_circuit_tracer"
+            )
+        return loaded
+    cfg = read_json(path / CFG_FILE)
+    if record is not None:
         sae_cfg = SAEConfig.model_validate(record["sae"])
     else:
         arch = cfg.get("architecture")
@@ -168,6 +195,15 @@ def load_sae(path: str | os.PathLike, device: str | torch.device = "cpu") -> Spa
     sae.load_inference_state(tensors)
     sae.eval()
     return sae.to(device)
+
+
+def load_single_layer_sae(path: str | os.PathLike, device: str | torch.device = "cpu") -> SparseAutoencoder:
+    """`load_sae` for the parts that handle one-hook SAEs and transcoders only (the analysis, the
+    browser): a CLT or crosscoder directory is a ValueError naming it."""
+    sae = load_sae(path, device)
+    if not isinstance(sae, SparseAutoencoder):
+        raise ValueError(f"{path}: a {sae.kind} over {sae.n_layers} layers, not a one-hook SAE or transcoder")
+    return sae
 
 
 def read_record(directory: filesystem.Location) -> dict[str, Any]:
