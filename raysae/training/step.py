@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from raysae.config import TrainConfig
 from raysae.models import SparseAutoencoder
+from raysae.models.multilayer import _sharded_dim as sharded_dim
 from raysae.training.batch import Batch, nonfinite_rows, split_batch
 from raysae.training.schedule import annealed_k, lr_factor, ramp
 
@@ -18,6 +19,20 @@ from raysae.training.schedule import annealed_k, lr_factor, ramp
 def data_parallel_world() -> int:
     """Workers training this SAE together (torch.distributed's world size), 1 when alone."""
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def replica_group(sae: nn.Module):
+    """The process group of a feature-sharded model's data-parallel replicas (the workers holding
+    the same features: its communicator's `replica_group`, `raysae.raytrain.feature_shards`), or
+    None when the whole world is data parallel (an SAE, or a model on one shard)."""
+    comm = getattr(sae, "comm", None)
+    group = getattr(comm, "replica_group", None)
+    if group is None and getattr(comm, "shards", 1) > 1:
+        raise ValueError(
+            "a feature-sharded model needs a communicator that names its replica group "
+            "(raysae.raytrain.feature_shards.DistributedComm)"
+        )
+    return group
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -82,13 +97,30 @@ class SAETrainer:
     every worker at the same step (the flag is reduced over workers on the device), and the
     SAE's running state (dead latents, BatchTopK's threshold) is updated from statistics summed
     over the workers, so every worker keeps the same SAE.
+
+    A feature-sharded model (`sae.comm.shards > 1`, `raysae.raytrain.feature_shards`) holds one
+    slice of the features; the workers holding the same slice are its data-parallel replicas
+    (`replica_group`): they split the global batch (`module` averages gradients over them alone),
+    count its tokens (`world_size` is the replicas) and sum the running statistics of their
+    common features. The shards of one replica see the same rows and compute the same loss, so the
+    finite flag is still reduced over every worker; gradient clipping takes the norm over all
+    features (the sharded parameters' squares summed over the shards, the replicated ones once) and
+    the logged L0 sums the shards' firing counts.
     """
 
     def __init__(self, sae: SparseAutoencoder, cfg: TrainConfig, *, module: nn.Module | None = None):
         self.sae = sae
         self.module = module if module is not None else sae
         self.cfg = cfg
-        self.world_size = data_parallel_world()
+        self.replica_group = replica_group(sae)
+        self.ranks = data_parallel_world()
+        """Every worker (all shards of all replicas): the finite flag is reduced over them."""
+        self.world_size = (
+            self.ranks if self.replica_group is None else dist.get_world_size(self.replica_group)
+        )
+        """Data-parallel replicas: the workers splitting each global batch."""
+        self.comm = getattr(sae, "comm", None)
+        self.shards = 1 if self.comm is None else self.comm.shards
         self.fused = fused_adam_device(sae.W_enc.device)
         self.optimizer = torch.optim.Adam(
             sae.parameters(), lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2), fused=self.fused or None
@@ -132,13 +164,13 @@ class SAETrainer:
             out = self.module(
                 x, target, dead_mask=sae.dead_mask(), sparsity_scale=ramp(p, cfg.sparsity_warmup_fraction)
             )
-        ok = health.record(out, batch, self.world_size)
+        ok = health.record(out, batch, self.ranks)
         if not self.fused:  # no device-side skip: read the flag now, before anything changes
             self.check_finite()
         running = [(b, b.clone()) for b in sae.buffers()]
         stats = sae.step_statistics(out)
         if self.world_size > 1:
-            dist.all_reduce(stats)
+            dist.all_reduce(stats, group=self.replica_group)
         sae.update_running_state(stats, tokens=x.shape[0] * self.world_size)
         with torch.no_grad():
             for b, before in running:  # a skipped step leaves dead counts and threshold as they were
@@ -147,7 +179,7 @@ class SAETrainer:
         out.loss.backward()
         sae.remove_parallel_grad()
         if cfg.grad_clip_norm is not None:
-            torch.nn.utils.clip_grad_norm_(sae.parameters(), cfg.grad_clip_norm)
+            self.clip_gradients(cfg.grad_clip_norm)
         if self.fused:
             # The GradScaler protocol of torch's fused optimisers: a nonzero `found_inf` skips
             # the whole update (weights, moments and step count) on the device.
@@ -163,7 +195,7 @@ class SAETrainer:
         self.steps += 1
         self.tokens_seen += rows
         health.advance(rows)
-        l0 = out.l0()
+        l0 = out.l0() if self.shards == 1 else self.comm.reduce(out.l0())  # type: ignore[union-attr]
         metrics = StepMetrics(
             self.steps,
             self.tokens_seen,
@@ -178,6 +210,26 @@ class SAETrainer:
         if self.steps == 1 or self.steps % cfg.log_every_steps == 0:
             self.check_finite()  # the first step (bad input shows at once) and every logged one
         return metrics
+
+    def clip_gradients(self, max_norm: float) -> None:
+        """Scale the gradients to a global norm of at most `max_norm` (torch's `clip_grad_norm_`);
+        a sharded model's norm is over all features of all shards."""
+        sae = self.sae
+        if self.shards == 1:
+            torch.nn.utils.clip_grad_norm_(sae.parameters(), max_norm)
+            return
+        grads = [(name, p.grad) for name, p in sae.named_parameters() if p.grad is not None]
+        replicated = {name for name, _ in grads if sharded_dim(name) is None}
+        if not grads:
+            return
+        zero = grads[0][1].new_zeros((), dtype=torch.float32)
+        sharded_sq = sum((g.float().pow(2).sum() for n, g in grads if n not in replicated), zero)
+        replicated_sq = sum((g.float().pow(2).sum() for n, g in grads if n in replicated), zero)
+        total = (self.comm.reduce(sharded_sq) + replicated_sq).sqrt()  # type: ignore[union-attr]
+        # The same factor as clip_grad_norm_: max_norm / (norm + 1e-6), never above 1.
+        factor = (max_norm / (total + 1e-6)).clamp(max=1.0)
+        for _, g in grads:
+            g.mul_(factor.to(g.dtype))
 
     def _health_on(self, device: torch.device) -> _Health:
         if self._health is None or self._health.ok.device != device:
@@ -198,7 +250,7 @@ class SAETrainer:
         raise NonFiniteLossError(
             f"loss is {loss} at step {step} after {tokens} tokens "
             f"(mse {mse}, sparsity {sparsity}, aux {aux}"
-            + ("" if self.world_size == 1 else "; on this worker, or on another")
+            + ("" if self.ranks == 1 else "; on this worker, or on another")
             + (
                 "); the step was not applied"
                 if skipped <= 1
