@@ -21,9 +21,17 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
-from raysae.activations.build import cache_hook_sets, complete_cache, hook_points, training_hooks
+from raysae.activations.build import (
+    cache_hook_sets,
+    complete_cache,
+    hook_points,
+    planned_caches,
+    training_hooks,
+)
 from raysae.activations.cache import cache_dir, key_inputs
+from raysae.activations.disk_budget import check_disk, config_widths, measured_widths
 from raysae.activations.language_model import check_hook_points, load_model, tokenizer_for
+from raysae.activations.layers import expand_hooks
 from raysae.activations.streams import split_cache
 from raysae.config import RaysaeConfig, redact
 from raysae.config.resolve import store_uri, tracking_credentials, tracking_uri
@@ -81,23 +89,37 @@ def _weights_bytes(folder: Path) -> int:
 
 
 def hook_paths(cfg: RaysaeConfig) -> dict[str, str]:
-    """Each hook the config reads -> the dotted path that names it, for errors."""
+    """Each hook the config reads (every layer's, with `model.layers`) -> the dotted path that
+    names it, for errors."""
     m = cfg.model
+    inputs, targets = expand_hooks(cfg)
     paths = {h: "model.extra_hook_points" for h in m.extra_hook_points}
     if m.hook_point_out is not None:
-        paths[m.hook_point_out] = "model.hook_point_out"
-    paths[m.hook_point] = "model.hook_point"
-    return paths
+        paths |= dict.fromkeys(targets or [m.hook_point_out], "model.hook_point_out")
+    return paths | dict.fromkeys(inputs, "model.hook_point")
+
+
+def check_layers(cfg: RaysaeConfig, n_layers: int) -> None:
+    """`model.layers` within the model's `n_layers` blocks (0 to n_layers - 1)."""
+    layers = cfg.model.layers or []
+    beyond = [layer for layer in layers if layer >= n_layers]
+    if n_layers and beyond:
+        raise ConfigError(
+            [("model.layers", f"{beyond} beyond the model's {n_layers} blocks (0 to {n_layers - 1})")]
+        )
 
 
 def check_hooks(cfg: RaysaeConfig) -> int:
-    """Every hook point the config reads exists in the model; returns the model's `d_model`."""
+    """`model.layers` and every hook point the config reads exist in the model, and the disk
+    holds the caches still to build (`disk_budget`); returns the model's `d_model`."""
     hooks = hook_points(cfg)
     m = cfg.model
     paths = hook_paths(cfg)
     if m.name == "random" or (Path(m.name).is_dir() and _weights_bytes(Path(m.name)) <= MODEL_CHECK_BYTES):
         model = load_model(m, device="cpu")
+        check_layers(cfg, int(model.cfg.n_layers))
         check_hook_points(model, hooks, paths)
+        check_cache_space(cfg, lambda: measured_widths(model, hooks))
         return int(model.cfg.d_model)
     from transformers import AutoConfig
 
@@ -105,6 +127,7 @@ def check_hooks(cfg: RaysaeConfig) -> int:
 
     hf = AutoConfig.from_pretrained(m.name)
     n_layers = int(getattr(hf, "num_hidden_layers", getattr(hf, "n_layer", 0)) or 0)
+    check_layers(cfg, n_layers)
     for hook in hooks:
         block = block_index(hook)
         if n_layers and block is not None and block >= n_layers:
@@ -116,7 +139,19 @@ def check_hooks(cfg: RaysaeConfig) -> int:
                     )
                 ]
             )
-    return int(getattr(hf, "hidden_size", getattr(hf, "n_embd", 0)) or 0)
+    d_model = int(getattr(hf, "hidden_size", getattr(hf, "n_embd", 0)) or 0)
+    check_cache_space(cfg, lambda: config_widths(hf, hooks, d_model))
+    return d_model
+
+
+def check_cache_space(cfg: RaysaeConfig, widths) -> None:
+    """The disk of `activations.cache_dir` holds every cache still to build (`disk_budget`);
+    `widths` is called (a forward pass) only when one must be built."""
+    if cfg.activations.source != "cache":
+        return
+    plans = planned_caches(cfg)
+    if plans:
+        check_disk(cfg, plans, widths())
 
 
 def check_caches(cfg: RaysaeConfig) -> tuple[int | None, bool]:
@@ -129,7 +164,7 @@ def check_caches(cfg: RaysaeConfig) -> tuple[int | None, bool]:
             manifest = complete_cache(cache_dir(cfg, hooks if len(hooks) > 1 else hooks[0], layout))
             if manifest is None:
                 build = True
-            elif layout == "tokens" and hooks[0] == cfg.model.hook_point:
+            elif layout == "tokens" and hooks == training_hooks(cfg):
                 width = int(manifest["d_model"])
                 split_cache(cfg)  # the held-out shards are finite (activations.finite), or one is named
     return width, build

@@ -21,8 +21,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from raysae import filesystem
+from raysae.activations.int8 import SCALE_SUFFIX, dequantise_table
+from raysae.activations.layers import is_stacked, manifest_hook_entries
 from raysae.activations.tokens import rows_per_context
 from raysae.config import RaysaeConfig
+from raysae.config.activations import LAYER_FIELD
 from raysae.errors import CacheError
 
 if TYPE_CHECKING:
@@ -102,10 +105,13 @@ def column_name(index: int) -> str:
 
 def key_inputs(cfg: RaysaeConfig, hook_point: Hooks, layout: str) -> dict[str, Any]:
     """Everything that changes the cached activations. A 1-hook cache's inputs are exactly what
-    they always were (existing caches keep their keys); a paired one adds the ordered `hooks`."""
+    they always were (existing caches keep their keys); a paired one adds the ordered `hooks`, a
+    multi-layer one (`model.layers`, rows stacked [L, d]) the `layers` too."""
     d, a = cfg.data, cfg.activations
     hooks = hook_list(hook_point)
-    extra = {"hooks": hooks} if len(hooks) > 1 else {}
+    extra: dict[str, Any] = {"hooks": hooks} if len(hooks) > 1 else {}
+    if is_stacked(cfg, hooks, layout):
+        extra |= {"hooks": hooks, "layers": cfg.model.layers}
     return extra | {
         "version": CACHE_VERSION,
         "model": _model_identity(cfg),
@@ -131,7 +137,15 @@ def cache_key(cfg: RaysaeConfig, hook_point: Hooks, layout: str) -> str:
     """`<model>-<hook>-<layout>-<hash>`: readable, and different whenever the activations are."""
     digest = hashlib.sha256(json.dumps(key_inputs(cfg, hook_point, layout), sort_keys=True).encode())
     model = re.sub(r"[^A-Za-z0-9]+", "-", Path(cfg.model.name).name).strip("-").lower() or "model"
-    hook = "--".join(re.sub(r"[^A-Za-z0-9]+", "-", h).strip("-") for h in hook_list(hook_point))
+    names = hook_list(hook_point)
+    layers = cfg.model.layers
+    if layers is not None and is_stacked(cfg, names, layout):  # the templates, not every layer's name
+        m = cfg.model
+        names = [
+            t.replace(LAYER_FIELD, "L") for t in dict.fromkeys([m.hook_point, m.hook_point_out or ""]) if t
+        ]
+        names.append(f"layers-{layers[0]}-{layers[-1]}-n{len(layers)}")
+    hook = "--".join(re.sub(r"[^A-Za-z0-9]+", "-", h).strip("-") for h in names)
     return f"{model}-{hook}-{layout}-{digest.hexdigest()[:16]}"
 
 
@@ -151,7 +165,8 @@ def new_manifest(cfg: RaysaeConfig, hook_point: Hooks, layout: str) -> dict[str,
         "model": cfg.model.name,
         "hook_point": hooks[0],
         "d_model": None,
-        "hooks": [{"name": h, "d": None, "column": column_name(i)} for i, h in enumerate(hooks)],
+        "hooks": manifest_hook_entries(cfg, hooks, layout),
+        "layers": cfg.model.layers if is_stacked(cfg, hooks, layout) else None,
         "dtype": cfg.activations.dtype,
         "layout": layout,
         "n_tokens": 0,
@@ -260,12 +275,21 @@ def shard_sequence(shards: list[dict[str, Any]], seed: int, rows: int) -> list[d
     return out
 
 
+def is_activation_column(name: str) -> bool:
+    """`acts`, `acts_1`, ...: the columns int8 storage quantises (not `context_id`, `tokens`)."""
+    return name == "acts" or re.fullmatch(r"acts_\d+", name) is not None
+
+
 def _read_shard(batch: dict[str, np.ndarray]) -> pa.Table:
     import pyarrow.parquet as pq
+    import ray.data.extensions  # noqa: F401  (Ray's tensor types: each column's row shape)
 
     fs, path = filesystem.resolve(str(batch["path"][0]))
-    table = pq.read_table(path, columns=list(batch["columns"][0]) or None, filesystem=fs)
-    return table.slice(int(batch["skip"][0]))
+    columns = list(batch["columns"][0]) or None
+    if columns is not None and bool(batch["int8"][0]):  # the scales travel with their column
+        columns += [f"{c}{SCALE_SUFFIX}" for c in columns if is_activation_column(c)]
+    table = pq.read_table(path, columns=columns, filesystem=fs)
+    return dequantise_table(table.slice(int(batch["skip"][0])))
 
 
 def read_shards(
@@ -286,8 +310,9 @@ def read_shards(
 
     if not shards:
         raise CacheError(f"{directory}: no cache shards to read")
+    int8 = (read_manifest(directory) or {}).get("dtype") == "int8"
     items = [
-        {"path": p, "columns": columns or [], "skip": skip_rows if i == 0 else 0}
+        {"path": p, "columns": columns or [], "skip": skip_rows if i == 0 else 0, "int8": int8}
         for i, p in enumerate(shard_paths(directory, shards))
     ]
     ds = ray.data.from_items(items, override_num_blocks=len(items))

@@ -19,9 +19,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from raysae import filesystem
-from raysae.activations.cache import column_name, file_sha256, read_manifest, write_manifest
+from raysae.activations.cache import (
+    file_sha256,
+    is_activation_column,
+    manifest_hooks,
+    read_manifest,
+    write_manifest,
+)
 from raysae.activations.finite import refuse_nonfinite
 from raysae.activations.generation import tensor_column, token_rows
+from raysae.activations.int8 import SCALE_SUFFIX, add_error, new_error, quantise, scale_column
+from raysae.activations.layers import column_groups
 from raysae.errors import CacheError
 
 log = logging.getLogger("raysae.cache")
@@ -128,19 +136,17 @@ class CacheBuilder:
             # One permutation for every hook: a paired row stays one token's activations.
             order = np.random.default_rng([self.seed, flush_index]).permutation(len(per_hook[0]))
             per_hook = [rows[order] for rows in per_hook]
+            stored = self._stored_columns(per_hook)
             for start in range(0, len(order), self.shard_rows):
                 self._write_shard(
-                    {
-                        column_name(i): tensor_column(rows[start : start + self.shard_rows])
-                        for i, rows in enumerate(per_hook)
-                    }
+                    {name: rows[start : start + self.shard_rows] for name, rows in stored.items()}
                 )
         else:
             self._write_shard(
                 {
-                    "context_id": pa.array(np.concatenate(self._buffer_ids)),
-                    "tokens": tensor_column(np.concatenate(self._buffer_tokens)),
-                    "acts": tensor_column(np.concatenate(self._buffer[0])),
+                    "context_id": np.concatenate(self._buffer_ids),
+                    "tokens": np.concatenate(self._buffer_tokens),
+                    "acts": np.concatenate(self._buffer[0]),
                 }
             )
         self.manifest["contexts_done"] += self._buffered_contexts
@@ -150,9 +156,41 @@ class CacheBuilder:
         write_manifest(self.dir, self.manifest)
         self._report()
 
-    def _write_shard(self, columns: dict[str, pa.Array]) -> None:
+    def _stored_columns(self, per_hook: list[np.ndarray]) -> dict[str, np.ndarray]:
+        """Each stored column's rows: one hook's `[rows, d]`, or, in a multi-layer cache
+        (`model.layers`), its hooks stacked `[rows, L, d]` (layer i = the i-th configured layer)."""
+        stacked = self.manifest.get("layers") is not None
+        return {
+            column: np.stack([per_hook[i] for i in hooks], axis=1) if stacked else per_hook[hooks[0]]
+            for column, hooks in column_groups(manifest_hooks(self.manifest)).items()
+        }
+
+    def _arrow_columns(self, columns: dict[str, np.ndarray]) -> dict[str, pa.Array]:
+        """The shard's Arrow columns; with `activations.dtype: int8`, each activation column
+        quantised (`activations.int8`) beside its scales, and its error folded into the manifest."""
+        out: dict[str, pa.Array] = {}
+        int8 = self.manifest["dtype"] == "int8"
+        groups = column_groups(manifest_hooks(self.manifest))
+        for name, values in columns.items():
+            if name == "context_id":
+                out[name] = pa.array(values)
+            elif not (int8 and is_activation_column(name)):
+                out[name] = tensor_column(values)
+            else:
+                q, scale = quantise(values)
+                out[name], out[name + SCALE_SUFFIX] = tensor_column(q), scale_column(scale)
+                total = self.manifest.setdefault("int8_error", new_error())
+                add_error(total, values, q, scale)
+                stacked = self.manifest.get("layers") is not None
+                for slot, i in enumerate(groups[name]):
+                    hook = manifest_hooks(self.manifest)[i]
+                    part = (slice(None), slot) if stacked else (slice(None),)
+                    add_error(hook.setdefault("int8_error", new_error()), values[part], q[part], scale[part])
+        return out
+
+    def _write_shard(self, columns: dict[str, np.ndarray]) -> None:
         name = f"shard-{len(self.manifest['shards']):05d}.parquet"
-        table = pa.table(columns)
+        table = pa.table(self._arrow_columns(columns))
         with filesystem.staged_file(filesystem.join(self.dir, name)) as tmp:
             pq.write_table(table, tmp, compression="none")
             sha256 = file_sha256(tmp)

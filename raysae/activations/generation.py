@@ -17,20 +17,25 @@ import torch
 from raysae import progress
 from raysae.activations.finite import refuse_nonfinite
 from raysae.activations.language_model import check_hook_points, hook_activations, load_model, tokenizer_for
+from raysae.activations.layers import column_groups, is_stacked, manifest_hook_entries, training_hooks
 from raysae.activations.tokens import contexts_for_tokens, pack_contexts, rows_per_context
 from raysae.config import ModelConfig, RaysaeConfig
 from raysae.devices import DTYPES
 
 
 def to_storage(acts: torch.Tensor, dtype: str) -> np.ndarray:
-    """Activations -> numpy in the cache's dtype; bfloat16 travels as its raw 16-bit pattern."""
+    """Activations -> numpy in the cache's dtype; bfloat16 travels as its raw 16-bit pattern, int8
+    storage as float32 (the cache writer quantises, measuring the error; live rows stay float32)."""
+    if dtype == "int8":
+        return acts.to(torch.float32).cpu().numpy()
     if dtype == "bfloat16":
         return acts.to(torch.bfloat16).cpu().view(torch.uint16).numpy()
     return acts.to(DTYPES[dtype]).cpu().numpy()
 
 
 def from_storage(array, dtype: str) -> torch.Tensor:
-    """Stored activations (numpy or torch) -> a torch tensor of the cache's dtype.
+    """Stored activations (numpy or torch) -> a torch tensor of the cache's dtype (float32 for
+    `int8`, which the cache's reader has dequantised).
 
     Ray hands out read-only views of its object store; they are wrapped without a
     copy (and never written to), hence the silenced warning.
@@ -113,7 +118,8 @@ def token_rows(acts: np.ndarray, skip_first: bool) -> np.ndarray:
 
 
 def live_dataset(cfg: RaysaeConfig, contexts: range | None = None, *, skip_rows: int = 0):
-    """Training rows (`acts` [d_model], and `acts_1` [d_out] with `model.hook_point_out`)
+    """Training rows (`acts` [d_model], and `acts_1` [d_out] with `model.hook_point_out`; with
+    `model.layers`, `acts` [L, d_in] and `acts_1` [L, d_out], as the multi-layer cache holds them)
     generated on the fly, never touching disk.
 
     By default the contexts of the training budget (`activations.n_tokens` rows);
@@ -125,19 +131,23 @@ def live_dataset(cfg: RaysaeConfig, contexts: range | None = None, *, skip_rows:
         contexts = range(contexts_for_tokens(cfg.data, cfg.activations.n_tokens))
     tokens = pack_contexts(cfg.data, tokenizer_for(cfg), contexts.stop)[contexts.start :]
     skip = rows_per_context(cfg.data) < cfg.data.context_size
-    m = cfg.model
-    hooks = [m.hook_point] if m.hook_point_out in (None, m.hook_point) else [m.hook_point, m.hook_point_out]
+    hooks = training_hooks(cfg)
     ds = generation_dataset(cfg, tokens, contexts.start, hooks)
     first = contexts.start
+    groups = column_groups(manifest_hook_entries(cfg, hooks, "tokens"))
+    stacked = is_stacked(cfg, hooks, "tokens")
 
     def rows(b) -> dict[str, np.ndarray]:  # a numpy batch (batch_format="numpy")
-        out = {}
+        per_hook = []
         for i in range(len(hooks)):  # a paired source: `acts` (input), `acts_1` (output), row-aligned
             acts = token_rows(np.asarray(b[f"acts_{i}"]), skip)
             if skip_rows and len(b["context_id"]) and int(b["context_id"][0]) == first:
                 acts = acts[skip_rows:]  # the block that opens the stream: its first context, cut
-            out["acts" if i == 0 else f"acts_{i}"] = acts
-        return out
+            per_hook.append(acts)
+        return {
+            column: np.stack([per_hook[i] for i in idx], axis=1) if stacked else per_hook[idx[0]]
+            for column, idx in groups.items()
+        }
 
     ds = ds.map_batches(rows, batch_size=None, batch_format="numpy")
     return ds.limit(cfg.activations.n_tokens) if whole_budget else ds

@@ -16,11 +16,11 @@ import math
 from dataclasses import dataclass
 
 from raysae import filesystem
-from raysae.activations.build import training_hooks
 from raysae.activations.cache import cache_dir, manifest_hooks, read_shards, shard_sequence, verify_cache
 from raysae.activations.finite import check_finite_shards
 from raysae.activations.generation import live_dataset
 from raysae.activations.language_model import tokenizer_for
+from raysae.activations.layers import column_groups, training_hooks
 from raysae.activations.tokens import contexts_for_tokens, pack_contexts, rows_per_context
 from raysae.config import RaysaeConfig
 from raysae.errors import ConfigError
@@ -57,7 +57,8 @@ class CacheSplit:
     held_out: list[dict]
     """The last shards, covering at least `train.eval_tokens` rows."""
     columns: tuple[str, ...] = ("acts",)
-    """The columns a row carries: `acts` (input hook), and `acts_1` (output hook) when paired."""
+    """The columns a row carries: `acts` (input hook), and `acts_1` (output hook) when paired;
+    in a multi-layer cache (`model.layers`) each holds every layer's hook, [L, d] a row."""
 
     def dataset(self, shards: list[dict], *, skip_rows: int = 0):
         """`acts` rows of these shards (manifest entries), read in this order, without the
@@ -87,9 +88,15 @@ def split_cache(cfg: RaysaeConfig, *, checksums: bool = True) -> CacheSplit:
                 )
             ]
         )
+    hooks = manifest_hooks(manifest)
+    groups = column_groups(hooks)
     if checksums:  # the driver's check, once: name a held-out shard holding NaN or Inf
-        check_finite_shards(directory, shards[-held:], manifest["dtype"], manifest_hooks(manifest))
-    columns = tuple(h["column"] for h in manifest_hooks(manifest))
+        per_column = [
+            {"name": " / ".join(hooks[i]["name"] for i in idx), "column": column}
+            for column, idx in groups.items()
+        ]
+        check_finite_shards(directory, shards[-held:], manifest["dtype"], per_column)
+    columns = tuple(groups)
     return CacheSplit(directory, manifest["d_model"], shards[:-held], shards[-held:], columns)
 
 
