@@ -1,0 +1,103 @@
+"""`clt`: the cross-layer transcoder (Anthropic's circuit tracing; the `circuit-tracer` layout).
+
+Each of the L layers has its own features: layer l's features read layer l's input
+(`W_enc[l] [d_in, F]`, `b_enc[l]`) and write the targets of layer l and every later layer
+(`W_dec[l] [F, L - l, d_out]`: `W_dec[l][:, j]` writes layer l + j). So the prediction of layer
+t's target is `sum_{l <= t} act_l @ W_dec[l][:, t - l] + b_dec[t]` (+ `x_t @ W_skip[t].T` with
+`sae.skip_connection`), and no feature writes a layer before its own. A feature's decoder rows
+over its L - l target layers, concatenated, have unit norm.
+
+The activation is per layer (`topk`: k per layer per token, or with `sae.topk_scope: model` k * L
+over all layers' features of the token jointly; `jumprelu`: a threshold per layer per feature,
+the L0 penalty counting every layer's features, the quadratic one pulling each layer's count
+towards `sae.target_l0`).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from raysae.models.multilayer import MultiLayerDictionary, unit_rows
+
+if TYPE_CHECKING:
+    from raysae.config.sae import SAEConfig
+
+
+class CrossLayerTranscoder(MultiLayerDictionary):
+    kind = "clt"
+    is_transcoder = True
+
+    def __init__(
+        self,
+        cfg: SAEConfig,
+        n_layers: int,
+        d_in: int,
+        d_out: int | None = None,
+        *,
+        shard_index: int = 0,
+        shards: int = 1,
+    ):
+        d_out = d_in if d_out is None else d_out
+        super().__init__(cfg, n_layers, d_in, d_out, shard_index=shard_index, shards=shards)
+        L, n = n_layers, self.n_local
+        self.W_enc = nn.Parameter(torch.empty(L, d_in, n, dtype=self.dtype))
+        """`[L, d_in, F]`: layer l's inputs -> its features."""
+        self.b_enc = nn.Parameter(torch.zeros(L, n, dtype=self.dtype))
+        self.W_dec = nn.ParameterList(
+            [nn.Parameter(torch.empty(n, L - layer, d_out, dtype=self.dtype)) for layer in range(L)]
+        )
+        """`W_dec[l] [F, L - l, d_out]`: layer l's features -> the targets of layers l..L-1."""
+        if cfg.skip_connection:
+            self.W_skip = nn.Parameter(torch.zeros(L, d_out, d_in, dtype=self.dtype))
+        self.reset_parameters()
+
+    @property
+    def feature_shape(self) -> tuple[int, ...]:
+        return (self.n_layers, self.n_local)
+
+    def decoders(self) -> list[nn.Parameter]:
+        return list(self.W_dec)
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """Unit-norm random decoders and encoder columns (drawn on their own: input and output
+        spaces differ), zero biases and skip. Drawn for all `d_sae` features a layer at a time and
+        cut to this shard's, so the shards of one seed together hold the unsharded model."""
+        gen = torch.Generator().manual_seed(self.cfg.seed)
+        for layer in range(self.n_layers):
+            dec = unit_rows(gen, self.d_sae, self.n_layers - layer, self.d_out)
+            enc = unit_rows(gen, self.d_sae, self.d_in)
+            self.W_dec[layer].copy_(dec[self.features])
+            self.W_enc[layer].copy_(enc[self.features].T)
+        self.b_enc.zero_()
+        self.b_dec.zero_()
+        if self.W_skip is not None:
+            self.W_skip.zero_()
+
+    def pre_activation(self, x_n: Tensor) -> Tensor:
+        # One batched matmul over layers; the bias added in the matmul's dtype (bf16 autocast).
+        h = torch.bmm(x_n.transpose(0, 1), self.W_enc).transpose(0, 1)
+        return h + self.b_enc.to(h.dtype)
+
+    def decode_partial(self, acts: Tensor) -> Tensor:
+        batch = acts.shape[0]
+        total = None
+        for layer, w in enumerate(self.W_dec):
+            out = (acts[:, layer] @ w.flatten(1).to(acts.dtype)).view(batch, self.n_layers - layer, self.d_out)
+            out = F.pad(out, (0, 0, layer, 0))  # nothing for the layers before its own
+            total = out if total is None else total + out
+        assert total is not None  # at least one layer
+        return total
+
+    def skip(self, x_n: Tensor) -> Tensor | None:
+        if self.W_skip is None:
+            return None
+        return torch.bmm(x_n.transpose(0, 1), self.W_skip.transpose(1, 2)).transpose(0, 1)
+
+    def _fold_decoders(self, t: Tensor) -> None:
+        for layer, w in enumerate(self.W_dec):
+            w /= t[layer:, None]
