@@ -14,7 +14,9 @@ group) and sum the running statistics of their common features (`raysae.training
 Every shard count starts from the same weights (`build_shard`: the full model from the seed, then
 this shard's slice), and checkpoints are shard-count free: `gather_state` merges the shards' states
 into the one-worker state, `state_for_shard` cuts any full state for any shard count, and
-`save_shard`/`load_shard_files` write and read `shard-{i}-of-{n}.safetensors` per shard.
+`save_shard`/`load_shard_files` write and read `shard-{i}-of-{n}.safetensors` per shard. Adam's
+moments are cut like their parameters (`gather_trainer_state`, `trainer_state_for_shard`), so a
+run checkpointed on N shards resumes on M and trains on as one worker would.
 """
 
 from __future__ import annotations
@@ -206,7 +208,8 @@ def wrap_replicas(model: nn.Module, comm: DistributedComm, device: torch.device)
 
 
 def _cpu_state(model: nn.Module) -> dict[str, Tensor]:
-    return {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    """A copy on the CPU (never the live tensors, which later steps change in place)."""
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
 def gather_state(model: nn.Module, comm: Any) -> dict[str, Tensor]:
@@ -259,3 +262,58 @@ def load_shard_files(folder: str | Path) -> dict[str, Tensor]:
         raise FileNotFoundError(f"{folder}: missing {names}")
     states = [load_file(str(found[i, shards])) for i in range(shards)]
     return states[0] if shards == 1 else merge_states(states)
+
+
+def _moments(model: nn.Module, optimizer_state: dict) -> dict[str, Tensor]:
+    """Adam's per-parameter tensors keyed `{exp_avg|exp_avg_sq}.{parameter name}`, so that
+    `split_state`/`merge_states` cut them as the parameter they belong to (the step count is
+    the same for every parameter and shard)."""
+    names = [name for name, _ in model.named_parameters()]
+    return {
+        f"{key}.{names[index]}": value
+        for index, state in optimizer_state["state"].items()
+        for key, value in state.items()
+        if key != "step"
+    }
+
+
+def _with_moments(model: nn.Module, optimizer_state: dict, moments: dict[str, Tensor]) -> dict:
+    names = [name for name, _ in model.named_parameters()]
+    state = {
+        index: {key: value if key == "step" else moments[f"{key}.{names[index]}"] for key, value in s.items()}
+        for index, s in optimizer_state["state"].items()
+    }
+    return {"state": state, "param_groups": optimizer_state["param_groups"]}
+
+
+def gather_trainer_state(trainer: Any, comm: Any) -> dict:
+    """`trainer.state_dict()` (an `SAETrainer` of a sharded model) as the one-worker trainer's:
+    Adam's moments merged over the shard group like the parameters (collective)."""
+    state = trainer.state_dict()
+    local = _cpu_optimizer_state(state["optimizer"])
+    if comm.shards == 1:
+        return {**state, "optimizer": local}
+    states: list[Any] = [None] * comm.shards
+    dist.all_gather_object(states, local, group=comm.shard_group)
+    merged = merge_states([_moments(trainer.sae, s) for s in states])
+    return {**state, "optimizer": _with_moments(trainer.sae, local, merged)}
+
+
+def trainer_state_for_shard(full_state: dict, model: nn.Module, index: int, shards: int) -> dict:
+    """Shard `index` of `shards` of a one-worker trainer state (`gather_trainer_state`), for the
+    `SAETrainer` of shard model `model`: a run resumes on another number of shards."""
+    if shards == 1:
+        return full_state
+    optimizer = full_state["optimizer"]
+    moments = split_state(_moments(model, optimizer), shards)[index]
+    return {**full_state, "optimizer": _with_moments(model, optimizer, moments)}
+
+
+def _cpu_optimizer_state(state: dict) -> dict:
+    """A copy on the CPU, as `_cpu_state`."""
+    return {
+        "state": {
+            i: {k: v.detach().to("cpu", copy=True) for k, v in s.items()} for i, s in state["state"].items()
+        },
+        "param_groups": state["param_groups"],
+    }

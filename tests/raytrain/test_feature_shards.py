@@ -31,9 +31,11 @@ from raysae.raytrain.feature_shards import (
     ShardLayout,
     build_shard,
     gather_state,
+    gather_trainer_state,
     load_shard_files,
     save_shard,
     state_for_shard,
+    trainer_state_for_shard,
     wrap_replicas,
 )
 from raysae.training import SAETrainer
@@ -77,14 +79,22 @@ def eval_inputs() -> torch.Tensor:
     return torch.randn(32, L, D, generator=torch.Generator().manual_seed(12))
 
 
-def train(arch: str, comm, replica: int = 0, replicas: int = 1) -> tuple[list[float], object]:
+def train(
+    arch: str, comm, replica: int = 0, replicas: int = 1, *, on_step=None
+) -> tuple[list[float], object]:
     """STEPS steps of this shard's model on this replica's part of each global batch; the losses
-    (averaged over the replicas: the global batch's loss) and the model."""
+    (averaged over the replicas: the global batch's loss) and the model. `on_step(step, trainer)`
+    is called after each step."""
     model = build_shard(clt_config(arch), D, D, n_layers=L, comm=comm)
     data = global_batches()
     model.initialize_from_batch(*data[0])  # what share_init_rows gives every rank: the whole batch
     module = wrap_replicas(model, comm, torch.device("cpu")) if replicas > 1 else None
     trainer = SAETrainer(model, train_config(), module=module)  # type: ignore[arg-type]
+    return run_steps(trainer, data, comm, replica, replicas, on_step=on_step), model
+
+
+def run_steps(trainer, data, comm, replica=0, replicas=1, *, on_step=None) -> list[float]:
+    """Step `trainer` on this replica's rows of each of `data`; the global batches' losses."""
     rows = slice(replica * BATCH // replicas, (replica + 1) * BATCH // replicas)
     losses = []
     for x, y in data:
@@ -92,7 +102,13 @@ def train(arch: str, comm, replica: int = 0, replicas: int = 1) -> tuple[list[fl
         if replicas > 1:
             dist.all_reduce(loss, group=comm.replica_group)
         losses.append(float(loss) / replicas)
-    return losses, model
+        if on_step is not None:
+            on_step(trainer.steps, trainer)
+    return losses
+
+
+RESUME_AT = 3
+"""The 2-shard TopK run's checkpoint step, which 4 shards resume from."""
 
 
 def _copies_agree(state: dict[str, torch.Tensor], group) -> bool:
@@ -112,7 +128,18 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
         for layout in layouts:
             comm = DistributedComm(layout.new_groups())
             for arch in ARCHITECTURES:
-                losses, model = train(arch, comm, comm.groups.replica, layout.replicas)
+                checkpoint = layout == ShardLayout(2, 1) and arch == "topk"
+
+                def keep(step, trainer, comm=comm):
+                    if step == RESUME_AT:  # the whole model and Adam, as one worker's
+                        results["resume"] = (
+                            gather_state(trainer.sae, comm),
+                            gather_trainer_state(trainer, comm),
+                        )
+
+                losses, model = train(
+                    arch, comm, comm.groups.replica, layout.replicas, on_step=keep if checkpoint else None
+                )
                 local = {k: v.detach().clone() for k, v in model.state_dict().items()}
                 replicated = {k: v for k, v in local.items() if sharded_dim(k) is None}
                 results[layout.shards, layout.replicas, arch] = {
@@ -121,14 +148,23 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
                     "replicas_agree": _copies_agree(local, comm.replica_group),
                     "shards_agree": _copies_agree(replicated, comm.shard_group),
                 }
-                if layout == ShardLayout(2, 1) and arch == "topk":
+                if checkpoint:
                     save_shard(model, f"{out}/checkpoint", comm.index, comm.shards)
                     results["recon_2"] = reconstruct(model)
-        if world == 4:  # reload the 2-shard checkpoint on 4 shards
+        if world == 4:
             comm = DistributedComm(ShardLayout(4, 1).new_groups())
+            # the 2-shard checkpoint files reload on 4 shards
             model = build_shard(clt_config("topk"), D, D, n_layers=L, comm=comm)
             model.load_state_dict(state_for_shard(load_shard_files(f"{out}/checkpoint"), comm.index, 4))
             results["recon_4"] = reconstruct(model)
+            # and the 2-shard run's state at step RESUME_AT trains on, on 4 shards
+            sae_state, trainer_state = torch.load(f"{out}/world2.pt", weights_only=False)["resume"]
+            model = build_shard(clt_config("topk"), D, D, n_layers=L, comm=comm)
+            model.load_state_dict(state_for_shard(sae_state, comm.index, 4))
+            trainer = SAETrainer(model, train_config())  # type: ignore[arg-type]
+            trainer.load_state_dict(trainer_state_for_shard(trainer_state, model, comm.index, 4))
+            losses = run_steps(trainer, global_batches()[RESUME_AT:], comm)
+            results["resumed_4"] = {"losses": losses, "state": gather_state(model, comm)}
         if rank == 0:
             torch.save(results, f"{out}/world{world}.pt")
     finally:
@@ -214,6 +250,18 @@ def test_two_shard_checkpoint_reloads_on_one_and_four(runs):
     assert recon_1.abs().max() > 0.1
     torch.testing.assert_close(results["recon_2"], recon_1, rtol=RTOL, atol=ATOL)
     torch.testing.assert_close(results["recon_4"], recon_1, rtol=RTOL, atol=ATOL)
+
+
+def test_two_shard_run_resumes_on_four(runs, alone):
+    """Model and Adam state gathered from 2 shards mid-run, cut for 4, train on as one worker."""
+    ours, ref = runs[0]["resumed_4"], alone["topk"]
+    torch.testing.assert_close(
+        torch.tensor(ours["losses"]), torch.tensor(ref["losses"][RESUME_AT:]), rtol=LOSS_RTOL, atol=0
+    )
+    for name, tensor in ref["state"].items():
+        torch.testing.assert_close(
+            ours["state"][name].to(tensor.dtype), tensor, rtol=RTOL, atol=ATOL, msg=name
+        )
 
 
 def test_layout_places_ranks():
