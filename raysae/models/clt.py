@@ -8,7 +8,8 @@ t's target is `sum_{l <= t} act_l @ W_dec[l][:, t - l] + b_dec[t]` (+ `x_t @ W_s
 over its L - l target layers, concatenated, have unit norm.
 
 The activation is per layer (`topk`: k per layer per token, or with `sae.topk_scope: model` k * L
-over all layers' features of the token jointly; `jumprelu`: a threshold per layer per feature,
+over all layers' features of the token jointly; `batchtopk`: k * batch per layer over the batch,
+or k * batch * L over all, with an inference threshold per layer or one; `jumprelu`: a threshold per layer per feature,
 the L0 penalty counting every layer's features, the quadratic one pulling each layer's count
 towards `sae.target_l0`).
 """
@@ -59,7 +60,7 @@ class CrossLayerTranscoder(MultiLayerDictionary):
     def feature_shape(self) -> tuple[int, ...]:
         return (self.n_layers, self.n_local)
 
-    def decoders(self) -> list[nn.Parameter]:
+    def decoders(self) -> list[Tensor]:
         return list(self.W_dec)
 
     @torch.no_grad()
@@ -87,7 +88,9 @@ class CrossLayerTranscoder(MultiLayerDictionary):
         batch = acts.shape[0]
         total = None
         for layer, w in enumerate(self.W_dec):
-            out = (acts[:, layer] @ w.flatten(1).to(acts.dtype)).view(batch, self.n_layers - layer, self.d_out)
+            out = (acts[:, layer] @ w.flatten(1).to(acts.dtype)).view(
+                batch, self.n_layers - layer, self.d_out
+            )
             out = F.pad(out, (0, 0, layer, 0))  # nothing for the layers before its own
             total = out if total is None else total + out
         assert total is not None  # at least one layer

@@ -39,7 +39,7 @@ class Crosscoder(MultiLayerDictionary):
     def feature_shape(self) -> tuple[int, ...]:
         return (self.n_local,)
 
-    def decoders(self) -> list[nn.Parameter]:
+    def decoders(self) -> list[Tensor]:
         return [self.W_dec]
 
     @torch.no_grad()

@@ -33,7 +33,7 @@ from raysae.models.jumprelu import JumpReLUWithL0
 if TYPE_CHECKING:
     from raysae.config.sae import SAEConfig
 
-ARCHITECTURES = ("topk", "jumprelu")
+ARCHITECTURES = ("topk", "batchtopk", "jumprelu")
 """The activations a multi-layer dictionary trains with."""
 
 
@@ -158,9 +158,9 @@ class MultiLayerDictionary(nn.Module):
     """Each feature's decoder rows, concatenated over the layers it writes, have unit norm."""
     sparse_decode = False
     """Decodes from dense activations (the trainer reads the flag on SAEs)."""
-    W_enc: nn.Parameter
+    W_enc: Tensor
     """`[L, d_in, F]`: layer l's inputs -> this shard's features."""
-    W_skip: nn.Parameter | None
+    W_skip: Tensor | None
     """A CLT's `[L, d_out, d_in]` dense map per layer (`sae.skip_connection`), else None."""
     input_scale: Tensor
     """`[L]`: multiplies each layer's raw inputs; 1 once folded into the weights."""
@@ -170,6 +170,9 @@ class MultiLayerDictionary(nn.Module):
     """`[*feature_shape]` training tokens since each local feature last fired (the dead mask)."""
     initialized: Tensor
     """Whether the scales and `b_dec` were set from data."""
+    batch_threshold: Tensor
+    """batchtopk: `[n_groups]` inference thresholds (EMA of the smallest activation kept per batch)."""
+    batch_threshold_updates: Tensor
 
     @classmethod
     def width_problems(cls, cfg: SAEConfig, d_in: int) -> Iterator[tuple[str, str]]:
@@ -180,7 +183,7 @@ class MultiLayerDictionary(nn.Module):
                 "sae.architecture",
                 f"a {cfg.kind} trains as {' or '.join(ARCHITECTURES)}, not {cfg.architecture!r}",
             )
-        if cfg.architecture == "topk" and cfg.k > d_sae:
+        if cfg.architecture != "jumprelu" and cfg.k > d_sae:
             yield "sae.k", f"k={cfg.k} is larger than d_sae={d_sae}"
         if cfg.k_aux is not None and cfg.k_aux > d_sae:
             yield "sae.k_aux", f"k_aux={cfg.k_aux} is larger than d_sae={d_sae}"
@@ -208,8 +211,9 @@ class MultiLayerDictionary(nn.Module):
         self.shard_index, self.shards = shard_index, shards
         self.comm: FeatureComm = Unsharded()
         """Set by the sharding code to talk to the other shards; its `shards` must be `shards`."""
-        self.k: int | None = cfg.k if cfg.architecture == "topk" else None
-        """Active features per layer per token in use (the trainer anneals it); None for jumprelu."""
+        self.k: int | None = None if cfg.architecture == "jumprelu" else cfg.k
+        """Active features per layer per token (batchtopk: on average over the batch) in use (the
+        trainer anneals it); None for jumprelu."""
         self.k_aux = min(cfg.k_aux or max(d_out // 2, 1), self.d_sae)
         self.dtype = DTYPES[cfg.dtype]
         self.b_dec = nn.Parameter(torch.zeros(n_layers, d_out, dtype=self.dtype))
@@ -218,6 +222,11 @@ class MultiLayerDictionary(nn.Module):
         self.register_buffer("output_scale", torch.ones(n_layers, dtype=self.dtype))
         self.register_buffer("tokens_since_fired", torch.zeros(self.feature_shape, dtype=torch.long))
         self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
+        if cfg.architecture == "batchtopk":
+            # The inference threshold per selection group (each layer, or one for all): an EMA of
+            # the smallest activation kept per training batch, as BatchTopKSAE's.
+            self.register_buffer("batch_threshold", torch.zeros(self.n_groups, dtype=torch.float32))
+            self.register_buffer("batch_threshold_updates", torch.zeros(self.n_groups, dtype=torch.long))
         if cfg.architecture == "jumprelu":
             self.threshold = nn.Parameter(
                 torch.full(self.feature_shape, cfg.jumprelu_init_threshold, dtype=self.dtype)
@@ -228,7 +237,24 @@ class MultiLayerDictionary(nn.Module):
         """The local features of one token: `(L, F)` (CLT) or `(F,)` (crosscoder)."""
         raise NotImplementedError
 
-    def decoders(self) -> list[nn.Parameter]:
+    @property
+    def n_groups(self) -> int:
+        """How many sets of features a batchtopk selection ranks apart: each layer's (a CLT with
+        `topk_scope: layer`), or all of them at once."""
+        return self.n_layers if len(self.feature_shape) == 2 and self.cfg.topk_scope == "layer" else 1
+
+    def _grouped(self, t: Tensor) -> Tensor:
+        """`[batch, *feature_shape]` -> `[n_groups, batch * features of the group]`."""
+        if self.n_groups > 1:
+            return t.transpose(0, 1).reshape(self.n_groups, -1)
+        return t.reshape(1, -1)
+
+    def _ungrouped(self, g: Tensor, like: Tensor) -> Tensor:
+        if self.n_groups > 1:
+            return g.view(self.n_groups, like.shape[0], -1).transpose(0, 1)
+        return g.view_as(like)
+
+    def decoders(self) -> list[Tensor]:
         """The decoder tensors `[F, layers written, d_out]`; each feature's slice has unit norm."""
         raise NotImplementedError
 
@@ -312,6 +338,8 @@ class MultiLayerDictionary(nn.Module):
         if self.architecture == "jumprelu":
             return self._jumprelu(pre)
         assert self.k is not None
+        if self.architecture == "batchtopk":
+            return self._batchtopk(pre), pre.new_zeros(())
         if self.cfg.topk_scope == "model" and pre.ndim == 3:  # k * L over all layers' features
             acts = select_topk(pre.flatten(1), self.k * self.n_layers, self.comm).view_as(pre)
         else:
@@ -335,6 +363,17 @@ class MultiLayerDictionary(nn.Module):
         else:
             per_token = l0.sum(-1)
         return acts, self.cfg.l0_coefficient * per_token.mean()
+
+    def _batchtopk(self, pre: Tensor) -> Tensor:
+        """Training: the k * batch (per layer, or k * batch * L over all) largest activations of
+        the batch over all shards; inference: each group's threshold (then a JumpReLU)."""
+        if not self.training:
+            shape = (1, self.n_groups, 1) if self.n_groups > 1 else (1,)
+            return pre.relu() * (pre > self.batch_threshold.view(shape)).to(pre.dtype)
+        assert self.k is not None
+        per_group = self.n_layers if len(self.feature_shape) == 2 and self.n_groups == 1 else 1
+        kept = select_topk(self._grouped(pre), self.k * pre.shape[0] * per_group, self.comm)
+        return self._ungrouped(kept, pre)
 
     def encode(self, x: Tensor) -> Tensor:
         """Raw inputs `[batch, L, d_in]` -> this shard's feature activations `[batch, *feature_shape]`."""
@@ -407,8 +446,18 @@ class MultiLayerDictionary(nn.Module):
 
     @torch.no_grad()
     def batch_statistics(self, feature_acts: Tensor) -> Tensor:
-        """Which local features fired in the batch, flattened (workers of one shard sum it)."""
-        return (feature_acts.reshape(-1, self.tokens_since_fired.numel()) > 0).any(0).float()
+        """Which local features fired in the batch, flattened (workers of one shard sum it);
+        batchtopk adds, per group, the smallest activation kept over all shards and 1 ([0, 0]
+        where none was kept), whose sum over workers gives the mean of their batch minima."""
+        fired = (feature_acts.reshape(-1, self.tokens_since_fired.numel()) > 0).any(0).float()
+        if self.architecture != "batchtopk":
+            return fired
+        g = self._grouped(feature_acts)
+        smallest = torch.where(g > 0, g, float("inf")).min(-1).values.float()
+        if self.comm.shards > 1:
+            smallest = self.comm.gather(smallest[:, None]).min(-1).values
+        kept = torch.isfinite(smallest)
+        return torch.cat([fired, torch.where(kept, smallest, 0.0), kept.float()])
 
     @torch.no_grad()
     def step_statistics(self, out: ForwardOutput) -> Tensor:
@@ -419,8 +468,14 @@ class MultiLayerDictionary(nn.Module):
     def update_running_state(self, stats: Tensor, tokens: int) -> None:
         """Features that fired anywhere restart their dead count; the others age by `tokens`."""
         self.tokens_since_fired += tokens
-        fired = stats[: self.tokens_since_fired.numel()].view(self.feature_shape) > 0
-        self.tokens_since_fired.masked_fill_(fired, 0)
+        n = self.tokens_since_fired.numel()
+        self.tokens_since_fired.masked_fill_(stats[:n].view(self.feature_shape) > 0, 0)
+        if self.architecture == "batchtopk":  # the first update takes the batch's minimum whole
+            total, batches = stats[n : n + self.n_groups], stats[n + self.n_groups : n + 2 * self.n_groups]
+            m = torch.where(self.batch_threshold_updates > 0, self.cfg.batchtopk_threshold_momentum, 0.0)
+            moved = self.batch_threshold * m + (1 - m) * (total / batches.clamp_min(1))
+            self.batch_threshold.copy_(torch.where(batches > 0, moved, self.batch_threshold))
+            self.batch_threshold_updates += (batches > 0).long()
 
     # --- constraints and folding ------------------------------------------------------------
     @torch.no_grad()

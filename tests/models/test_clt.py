@@ -169,6 +169,34 @@ def test_whole_model_topk_keeps_k_times_layers_per_token():
     torch.testing.assert_close(acts, topk_relu(pre.flatten(1), 3 * L).view_as(pre))
 
 
+@pytest.mark.parametrize("scope", ["layer", "model"])
+def test_batchtopk_keeps_k_per_layer_on_average_and_infers_with_its_threshold(scope):
+    clt = random_clt(architecture="batchtopk", k=2, topk_scope=scope)
+    with torch.no_grad():
+        clt.b_enc.fill_(100.0)  # every pre-activation positive, so ReLU drops none of the picks
+    x, y = batch(64)
+    out = clt(x, y)
+    per_layer = (out.feature_acts > 0).sum((0, 2))  # over the batch
+    pre = clt.pre_activation(x * clt.input_scale[:, None])
+    if scope == "layer":
+        assert (per_layer == 2 * 64).all()
+        expected = topk_relu(pre.transpose(0, 1).reshape(L, -1), 2 * 64).view(L, 64, 16).transpose(0, 1)
+    else:
+        assert per_layer.sum() == 2 * 64 * L and (per_layer != 2 * 64).any()
+        expected = topk_relu(pre.reshape(1, -1), 2 * 64 * L).view_as(pre)
+    torch.testing.assert_close(out.feature_acts, expected)
+    clt.update_running_state(clt.step_statistics(out), tokens=64)  # first update: the batch's minimum
+    acts = out.feature_acts.detach()
+    if scope == "layer":
+        smallest = torch.where(acts > 0, acts, float("inf")).amin((0, 2))
+    else:
+        smallest = torch.where(acts > 0, acts, float("inf")).min().reshape(1)
+    torch.testing.assert_close(clt.batch_threshold, smallest)
+    clt.eval()
+    shape = (1, L, 1) if scope == "layer" else (1,)
+    torch.testing.assert_close(clt.encode(x), pre.relu() * (pre > smallest.view(shape)))
+
+
 def test_jumprelu_threshold_gradient_is_finite_and_penalty_counts_every_layer():
     clt = random_clt(architecture="jumprelu", jumprelu_init_threshold=0.5, l0_coefficient=0.1)
     x, y = batch(256)
@@ -218,8 +246,9 @@ def test_running_state_and_decoder_constraint():
 def test_build_sae_refuses_what_it_cannot_build():
     with pytest.raises(ConfigError, match="model.layers"):
         build_sae(clt_config(), D_IN, D_OUT)
-    with pytest.raises(ConfigError, match="sae.architecture"):
-        build_sae(clt_config(architecture="standard"), D_IN, D_OUT, n_layers=L)
+    for architecture in ("standard", "gated", "matryoshka_batchtopk"):
+        with pytest.raises(ConfigError, match="sae.architecture"):
+            build_sae(clt_config(architecture=architecture), D_IN, D_OUT, n_layers=L)
     with pytest.raises(ConfigError, match="sae.d_sae"):
         build_sae(clt_config(), D_IN, D_OUT, n_layers=L, shard=(0, 3))
     with pytest.raises(ValueError, match=r"\[batch, 4 layers, 8\]"):
@@ -371,8 +400,13 @@ def test_split_and_merge_states_round_trip_and_shards_build_their_slices():
 
 @pytest.mark.parametrize(
     "settings",
-    [dict(), dict(topk_scope="model"), dict(architecture="jumprelu", jumprelu_init_threshold=0.3)],
-    ids=["topk", "topk-model", "jumprelu"],
+    [
+        dict(),
+        dict(topk_scope="model"),
+        dict(architecture="batchtopk"),
+        dict(architecture="jumprelu", jumprelu_init_threshold=0.3),
+    ],
+    ids=["topk", "topk-model", "batchtopk", "jumprelu"],
 )
 def test_a_sharded_clt_is_the_unsharded_clt(settings):
     full = random_clt(skip_connection=True, k_aux=5, **settings)
@@ -380,3 +414,11 @@ def test_a_sharded_clt_is_the_unsharded_clt(settings):
     x, y = batch(48)
     dead = torch.rand(L, 16, generator=torch.Generator().manual_seed(5)) < 0.5
     check_sharded_equals_unsharded(full, models, x, y, dead)
+    if full.architecture == "batchtopk":  # the inference threshold's statistics too
+        expected = full.step_statistics(full(x, y))
+        n = full.n_local // 4 * L
+        stats = run_sharded(models, lambda m: m.step_statistics(m(x, y)))
+        for index, got in enumerate(stats):
+            torch.testing.assert_close(got[n:], expected[-2 * L :])
+            fired = expected[: 16 * L].view(L, 16)[:, index * 4 : (index + 1) * 4].reshape(-1)
+            torch.testing.assert_close(got[:n], fired)

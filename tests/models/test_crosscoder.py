@@ -108,10 +108,10 @@ def test_build_sae_refuses_a_crosscoder_without_layers():
     with pytest.raises(ConfigError, match="model.layers"):
         build_sae(crosscoder_config(), D)
     with pytest.raises(ConfigError, match="sae.architecture"):
-        build_sae(crosscoder_config(architecture="batchtopk"), D, n_layers=L)
+        build_sae(crosscoder_config(architecture="standard"), D, n_layers=L)
 
 
-@pytest.mark.parametrize("architecture", ["topk", "jumprelu"])
+@pytest.mark.parametrize("architecture", ["topk", "batchtopk", "jumprelu"])
 def test_a_sharded_crosscoder_is_the_unsharded_crosscoder(architecture):
     settings = dict(jumprelu_init_threshold=0.2) if architecture == "jumprelu" else dict(k_aux=5)
     full = random_crosscoder(architecture=architecture, **settings)
