@@ -22,6 +22,7 @@ import numpy as np
 
 from raysae import filesystem
 from raysae.activations.int8 import SCALE_SUFFIX, dequantise_table
+from raysae.activations.layers import column_name as column_name  # re-exported: caches name their columns
 from raysae.activations.layers import is_stacked, manifest_hook_entries
 from raysae.activations.tokens import rows_per_context
 from raysae.config import RaysaeConfig
@@ -96,11 +97,6 @@ Hooks = str | list[str]
 
 def hook_list(hooks: Hooks) -> list[str]:
     return [hooks] if isinstance(hooks, str) else list(hooks)
-
-
-def column_name(index: int) -> str:
-    """The shard column of a cache's `index`-th hook: `acts` (the input), then `acts_1`, ..."""
-    return "acts" if index == 0 else f"acts_{index}"
 
 
 def key_inputs(cfg: RaysaeConfig, hook_point: Hooks, layout: str) -> dict[str, Any]:

@@ -50,6 +50,13 @@ def add_error(record: dict[str, Any], values: np.ndarray, q: np.ndarray, scale: 
     record["relative_mse"] = record["squared_error"] / norm if norm > 0 else 0.0
 
 
+def tensor_column(array: np.ndarray) -> pa.Array:
+    """A Ray tensor column (`generation.tensor_column`'s, without importing generation)."""
+    from ray.data.extensions import ArrowTensorArray
+
+    return ArrowTensorArray.from_numpy(np.ascontiguousarray(array))
+
+
 def _column_array(column: pa.ChunkedArray) -> np.ndarray:
     """A tensor column as [rows, *row shape] (the shape from Ray's tensor type), a plain one as [rows]."""
     array = column.combine_chunks()
@@ -76,8 +83,6 @@ def dequantise_table(table: pa.Table) -> pa.Table:
     quantised = [c for c in names if c + SCALE_SUFFIX in names]
     if not quantised:
         return table
-    from raysae.activations.generation import tensor_column
-
     for name in quantised:
         q = _column_array(table.column(name))
         scale = _column_array(table.column(name + SCALE_SUFFIX)).reshape(q.shape[:-1])
@@ -87,6 +92,4 @@ def dequantise_table(table: pa.Table) -> pa.Table:
 
 def scale_column(scale: np.ndarray) -> pa.Array:
     """The stored scale column: plain float32 for one scale a row, a tensor column for several."""
-    from raysae.activations.generation import tensor_column
-
     return pa.array(scale) if scale.ndim == 1 else tensor_column(scale)

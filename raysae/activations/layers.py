@@ -15,6 +15,11 @@ from raysae.config import RaysaeConfig
 from raysae.config.activations import LAYER_FIELD
 
 
+def column_name(index: int) -> str:
+    """The shard column of a cache's `index`-th hook: `acts` (the input), then `acts_1`, ..."""
+    return "acts" if index == 0 else f"acts_{index}"
+
+
 def expand(template: str, layers: list[int]) -> list[str]:
     """`blocks.{layer}.hook_mlp_out` over `[0, 2]` -> `["blocks.0.hook_mlp_out", "blocks.2.hook_mlp_out"]`."""
     return [template.replace(LAYER_FIELD, str(layer)) for layer in layers]
@@ -53,8 +58,6 @@ def is_stacked(cfg: RaysaeConfig, hooks: list[str], layout: str) -> bool:
 
 def training_columns(cfg: RaysaeConfig) -> tuple[str, ...]:
     """The columns of a training row: `("acts",)`, or `("acts", "acts_1")` when rows carry targets."""
-    from raysae.activations.cache import column_name
-
     if cfg.model.layers is not None:
         return ("acts", "acts_1") if has_targets(cfg) else ("acts",)
     return tuple(column_name(i) for i in range(len(training_hooks(cfg))))
@@ -63,8 +66,6 @@ def training_columns(cfg: RaysaeConfig) -> tuple[str, ...]:
 def manifest_hook_entries(cfg: RaysaeConfig, hooks: list[str], layout: str) -> list[dict[str, Any]]:
     """The manifest's `hooks` (`name`, `d`, `column`; a stacked cache adds `layer` and `slot`, the
     index along the column's layer axis, and `role`: `input` or `target`), in stored order."""
-    from raysae.activations.cache import column_name
-
     if not is_stacked(cfg, hooks, layout):
         return [{"name": h, "d": None, "column": column_name(i)} for i, h in enumerate(hooks)]
     inputs, targets = expand_hooks(cfg)
