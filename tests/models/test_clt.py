@@ -255,6 +255,23 @@ def test_build_sae_refuses_what_it_cannot_build():
         build_sae(clt_config(), D_IN, D_OUT, n_layers=L)(torch.zeros(2, 3, D_IN), torch.zeros(2, 3, D_OUT))
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("architecture", ["topk", "batchtopk", "jumprelu"])
+def test_the_trainer_steps_a_clt(architecture, precision):
+    clt = build_sae(clt_config(architecture=architecture, skip_connection=True), D_IN, D_OUT, n_layers=L)
+    trainer = SAETrainer(
+        clt, TrainConfig(total_tokens=4096, batch_size=64, precision=precision, k_anneal_fraction=0.5)
+    )
+    x, y = batch(64)
+    clt.initialize_from_batch(x, y)
+    before = [p.detach().clone() for p in clt.parameters()]
+    metrics = [trainer.step((x, y)) for _ in range(3)]
+    assert all(torch.isfinite(m.loss) for m in metrics)
+    assert clt.k == (None if architecture == "jumprelu" else 8)  # annealing from 4 * k
+    assert all(not torch.equal(b, p) for b, p in zip(before, clt.parameters(), strict=True))
+    assert (clt.tokens_since_fired.max() <= 3 * 64) and clt.tokens_since_fired.shape == (L, 16)
+
+
 # --- feature sharding ---------------------------------------------------------------------------
 class _SumOverShards(torch.autograd.Function):
     """The sum the threads computed; the backward is the identity for this shard's part."""
