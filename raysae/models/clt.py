@@ -22,7 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from raysae.models.multilayer import MultiLayerDictionary, unit_rows
+from raysae.models.jumprelu import JumpReLUWithL0
+from raysae.models.multilayer import MultiLayerDictionary, select_topk, unit_rows
 
 if TYPE_CHECKING:
     from raysae.config.sae import SAEConfig
@@ -100,6 +101,43 @@ class CrossLayerTranscoder(MultiLayerDictionary):
         if self.W_skip is None:
             return None
         return torch.bmm(x_n.transpose(0, 1), self.W_skip.transpose(1, 2)).transpose(0, 1)
+
+    def encode_layer(self, x: Tensor, layer: int) -> Tensor:
+        """Raw inputs of one layer `[rows, d_in]` -> that layer's (local) features `[rows, F]`, as
+        `encode` gives them: for a replacement model that reads each layer's input in one forward.
+        A whole-model top-k (`topk_scope: model`) ranks all layers together, so it cannot."""
+        if self.cfg.topk_scope == "model" and self.architecture == "topk":
+            raise ValueError(
+                "a CLT with sae.topk_scope 'model' selects over all layers at once: encode them together"
+            )
+        x_n = x.to(self.dtype) * self.input_scale[layer]
+        pre = (x_n @ self.W_enc[layer] + self.b_enc[layer].to(x_n.dtype))[:, None]
+        if self.architecture == "jumprelu":
+            return JumpReLUWithL0.apply(pre[:, 0], self.threshold[layer], self.cfg.jumprelu_bandwidth)[0]
+        if self.architecture == "batchtopk" and not self.training:
+            threshold = self.batch_threshold[layer if self.n_groups > 1 else 0]
+            return pre[:, 0].relu() * (pre[:, 0] > threshold).to(pre.dtype)
+        if self.architecture == "batchtopk":
+            raise ValueError(
+                "a training-mode batchtopk CLT selects over the whole batch: use encode (or eval())"
+            )
+        assert self.k is not None
+        return select_topk(pre[:, 0], self.k, self.comm)
+
+    def decode_layer(self, acts: list[Tensor], target: int, x: Tensor | None = None) -> Tensor:
+        """Layer `target`'s prediction in raw units from the features of layers 0..target
+        (`acts[l] [rows, F]`) and, with a skip connection, that layer's raw input `x [rows, d_in]`."""
+        if len(acts) != target + 1:
+            raise ValueError(
+                f"layer {target}'s prediction needs the features of layers 0..{target}, got {len(acts)}"
+            )
+        parts = [a @ self.W_dec[layer][:, target - layer].to(a.dtype) for layer, a in enumerate(acts)]
+        y = self.comm.reduce(torch.stack(parts).sum(0)) + self.b_dec[target]
+        if self.W_skip is not None:
+            if x is None:
+                raise ValueError("a CLT with a skip connection needs the layer's input to decode it")
+            y = y + (x.to(self.dtype) * self.input_scale[target]) @ self.W_skip[target].T
+        return y / self.output_scale[target]
 
     def _fold_decoders(self, t: Tensor) -> None:
         for layer, w in enumerate(self.W_dec):

@@ -129,6 +129,23 @@ def test_the_forward_pass_is_the_layer_by_layer_formula(skip):
         torch.testing.assert_close(clt.decode(clt.encode(x)), clt.reconstruct(x))
 
 
+@pytest.mark.parametrize("architecture", ["topk", "batchtopk", "jumprelu"])
+def test_layer_by_layer_encode_and_decode_are_the_whole_forward(architecture):
+    clt = random_clt(skip_connection=True, architecture=architecture, jumprelu_init_threshold=0.2)
+    clt.eval()
+    if architecture == "batchtopk":
+        with torch.no_grad():
+            clt.batch_threshold.copy_(torch.tensor([0.1, 0.2, 0.3, 0.4]))
+    x, _ = batch()
+    acts = [clt.encode_layer(x[:, i], i) for i in range(L)]
+    torch.testing.assert_close(torch.stack(acts, 1), clt.encode(x))
+    assert torch.stack(acts).count_nonzero() > 0
+    recon = torch.stack([clt.decode_layer(acts[: t + 1], t, x[:, t]) for t in range(L)], 1)
+    torch.testing.assert_close(recon, clt.reconstruct(x), atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="topk_scope"):
+        random_clt(topk_scope="model").encode_layer(x[:, 0], 0)
+
+
 def test_no_feature_writes_a_layer_before_its_own():
     clt = random_clt(skip_connection=True)
     x, _ = batch(4)
