@@ -4,6 +4,8 @@
 - `tokens`: text corpora packed into fixed-length token contexts;
 - `generation`: activations on a Ray Data actor pool, for caches or live;
 - `cache` / `cache_writer` / `build`: the sharded on-disk caches (read, write, build);
+- `layers`: which hooks a row holds (one, a transcoder's pair, every layer of `model.layers`);
+- `int8`: int8 storage with per-vector scales; `disk_budget`: a cache's size, checked up front;
 - `streams`: what a training run reads (training stream, held-out rows, CE contexts);
 - `batches`: a Ray Dataset of rows cut into `[batch, d_model]` tensors.
 """

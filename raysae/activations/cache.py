@@ -7,7 +7,11 @@ into `[rows, d_model]` batches:
 
 - layout `tokens` (1d, training): `acts` [d_model] per row, shuffled across
   contexts at write time;
-- layout `contexts` (2d, analysis): `context_id`, `tokens` [seq], `acts` [seq, d_model].
+- layout `contexts` (2d, analysis): `context_id`, `tokens` [seq], `acts` [seq, d_model];
+- a paired `tokens` cache adds `acts_1` (the target hook); a multi-layer one (`model.layers`;
+  module `layers`) stacks every layer: `acts` [L, d_in], `acts_1` [L, d_out];
+- `activations.dtype: int8` stores each activation column as int8 beside `<column>_scale`
+  (`activations.int8`); the reader gives float32 back.
 """
 
 from __future__ import annotations

@@ -180,7 +180,7 @@ class CacheBuilder:
                 q, scale = quantise(values)
                 out[name], out[name + SCALE_SUFFIX] = tensor_column(q), scale_column(scale)
                 total = self.manifest.setdefault("int8_error", new_error())
-                add_error(total, values, q, scale)
+                add_error(total, values, q, scale, count_rows=name == "acts")
                 stacked = self.manifest.get("layers") is not None
                 for slot, i in enumerate(groups[name]):
                     hook = manifest_hooks(self.manifest)[i]

@@ -37,12 +37,15 @@ def new_error() -> dict[str, Any]:
     return {"rows": 0, "squared_error": 0.0, "squared_norm": 0.0, "relative_mse": None, "max_abs_error": 0.0}
 
 
-def add_error(record: dict[str, Any], values: np.ndarray, q: np.ndarray, scale: np.ndarray) -> None:
+def add_error(
+    record: dict[str, Any], values: np.ndarray, q: np.ndarray, scale: np.ndarray, *, count_rows: bool = True
+) -> None:
     """Fold the error of `values` stored as (`q`, `scale`) into `record` (in place): sums in
-    float64 over every value, so a resumed build's record equals an uninterrupted one's."""
+    float64 over every value, so a resumed build's record equals an uninterrupted one's. Without
+    `count_rows`, the rows are not counted again (a row's second column)."""
     v = np.asarray(values, dtype=np.float32)
     err = dequantise(q, scale).astype(np.float64) - v.astype(np.float64)
-    record["rows"] += int(len(v))
+    record["rows"] += int(len(v)) if count_rows else 0
     record["squared_error"] += float(np.square(err).sum())
     record["squared_norm"] += float(np.square(v.astype(np.float64)).sum())
     record["max_abs_error"] = max(record["max_abs_error"], float(np.abs(err).max(initial=0.0)))
