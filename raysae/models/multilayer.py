@@ -260,7 +260,9 @@ class MultiLayerDictionary(nn.Module):
 
     def extra_repr(self) -> str:
         shard = f", shard={self.shard_index}/{self.shards}" if self.shards > 1 else ""
-        k = f", k={self.k}, topk_scope={self.cfg.topk_scope!r}" if self.k is not None else ""
+        k = "" if self.k is None else f", k={self.k}"
+        if self.k is not None and len(self.feature_shape) == 2:  # a crosscoder has one set of features
+            k += f", topk_scope={self.cfg.topk_scope!r}"
         return (
             f"architecture={self.architecture!r}, kind={self.kind!r}, n_layers={self.n_layers}, "
             f"d_in={self.d_in}, d_out={self.d_out}, d_sae={self.d_sae}{shard}{k}"
