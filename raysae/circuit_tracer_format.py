@@ -208,13 +208,19 @@ def _cast(tensors: dict[str, Tensor], dtype: torch.dtype) -> dict[str, Tensor]:
 
 def inference_threshold(model, shape: tuple[int, ...]) -> Tensor | None:
     """The JumpReLU threshold circuit-tracer applies, broadcast to `shape` ([d_sae] per transcoder,
-    [n_layers, d_sae] per CLT): JumpReLU's own, BatchTopK's inference threshold; None for ReLU."""
+    [n_layers, d_sae] per CLT): JumpReLU's own, BatchTopK's inference threshold (a transcoder's one
+    scalar; a CLT's `batch_threshold`, one per layer, or one for all with `topk_scope: model`);
+    None for ReLU. BatchTopK's inference `relu(x) * (x > t)` is `x * (x > t)`, as its t >= 0."""
     if model.architecture == "standard":
         return None
-    threshold = model.threshold.detach()
-    if threshold.ndim == 1 and len(shape) == 2 and threshold.shape[0] == shape[0] != shape[1]:
-        threshold = threshold[:, None]  # one threshold per layer
-    return threshold.expand(shape)
+    if isinstance(model, CrossLayerTranscoder) and model.architecture == "batchtopk":
+        per_group = model.batch_threshold.detach()
+        return (
+            per_group.view(-1, 1).expand(shape)
+            if per_group.numel() > 1
+            else per_group.reshape(()).expand(shape)
+        )
+    return model.threshold.detach().expand(shape)
 
 
 def clt_files(model: CrossLayerTranscoder) -> dict[str, dict[str, Tensor]]:

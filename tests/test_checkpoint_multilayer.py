@@ -56,6 +56,8 @@ def trained(model: MultiLayerDictionary, steps: int = 5, seed: int = 0):
         model.b_dec.add_(torch.randn(model.b_dec.shape, generator=g) * 0.1)
         if model.architecture == "jumprelu":
             model.threshold.copy_(torch.rand(model.threshold.shape, generator=g) * 0.5 + 0.05)
+        if model.architecture == "batchtopk":  # as training's running state would set it
+            model.batch_threshold.copy_(torch.rand(model.batch_threshold.shape, generator=g) * 0.5 + 0.05)
         if model.W_skip is not None:
             model.W_skip.add_(torch.randn(model.W_skip.shape, generator=g) * 0.05)
     x_test = torch.randn(64, model.n_layers, model.d_in, generator=g) * torch.tensor([3.0, 0.5, 1.5])[:, None]
@@ -74,9 +76,11 @@ def folded(model: MultiLayerDictionary) -> MultiLayerDictionary:
         ("clt", "jumprelu", False),
         ("clt", "topk", False),
         ("clt", "jumprelu", True),
+        ("clt", "batchtopk", False),
         ("crosscoder", "topk", False),
-    ]
-    + [("crosscoder", "jumprelu", False)],
+        ("crosscoder", "jumprelu", False),
+        ("crosscoder", "batchtopk", False),
+    ],
 )
 def test_a_multilayer_dictionary_round_trips_through_its_record(kind, architecture, skip, tmp_path):
     sae_cfg = multilayer_config(kind, architecture, **({"skip_connection": True} if skip else {}))
@@ -105,7 +109,7 @@ def test_a_multilayer_dictionary_round_trips_through_its_record(kind, architectu
         [0, 1, 2],
     )
     assert record["hook_point_out"] == "blocks.{layer}.hook_mlp_out" and record["tokens"] == 1280
-    expressible = kind == "clt" and architecture == "jumprelu" and not skip
+    expressible = kind == "clt" and architecture in ("jumprelu", "batchtopk") and not skip
     assert (tmp_path / "m" / "circuit_tracer" / "config.yaml").exists() == expressible
     if kind == "clt":
         ct = record["circuit_tracer"]

@@ -132,22 +132,30 @@ def circuit_tracer_run(tmp_path_factory):
     env = _circuit_tracer_env()
     tmp = tmp_path_factory.mktemp("circuit_tracer")
     sae_cfg = multilayer_config("clt", "jumprelu")
-    clt, x = trained(build_sae(sae_cfg, D, D, n_layers=L))
-    save_sae(clt, tmp / "clt", config=run_config(**sae_cfg.model_dump()))  # writes clt/circuit_tracer
+    clts = {"clt": trained(build_sae(sae_cfg, D, D, n_layers=L))}
+    save_sae(
+        clts["clt"][0], tmp / "clt", config=run_config(**sae_cfg.model_dump())
+    )  # writes clt/circuit_tracer
+    folders = {"clt": tmp / "clt" / "circuit_tracer"}
+    for name, scope in (("clt_batchtopk", "layer"), ("clt_batchtopk_model", "model")):
+        # BatchTopK's inference threshold per layer, or one for all layers' features.
+        clts[name] = trained(
+            build_sae(multilayer_config("clt", "batchtopk", topk_scope=scope), D, D, n_layers=L)
+        )
+        save_circuit_tracer(clts[name][0], tmp / name, **HOOKS)  # not yet folded: the writer folds
+        folders[name] = tmp / name
     sets = {
         "jumprelu": trained_transcoders("jumprelu", "transcoder", seed=1),
         "batchtopk_skip": trained_transcoders("batchtopk", "skip_transcoder", seed=2),
     }
-    jobs, inputs = {}, {"clt": x}
-    for name, (transcoders, xs) in sets.items():
+    for name, (transcoders, _) in sets.items():
         save_circuit_tracer(transcoders, tmp / f"set_{name}", **HOOKS, model_name="gpt2")
-        inputs[name] = xs
-    for name, xs in inputs.items():
+        folders[name] = tmp / f"set_{name}"
+    jobs = {}
+    for name, (_, xs) in {**clts, **sets}.items():
         torch.save(xs.transpose(0, 1).contiguous(), tmp / f"x_{name}.pt")
-    jobs["clt"] = {"folder": str(tmp / "clt" / "circuit_tracer"), "x": str(tmp / "x_clt.pt")}
+        jobs[name] = {"folder": str(folders[name]), "x": str(tmp / f"x_{name}.pt")}
     jobs["clt"]["resave"] = str(tmp / "clt_resaved")
-    for name in sets:
-        jobs[name] = {"folder": str(tmp / f"set_{name}"), "x": str(tmp / f"x_{name}.pt")}
     jobs["relu_clt"] = {"make_relu_clt": True, "folder": str(tmp / "relu_clt"), "x": str(tmp / "x_clt.pt")}
     jobs["relu_clt"] |= {"n_layers": L, "d_sae": F}
     (tmp / "jobs.json").write_text(json.dumps(jobs))
@@ -160,12 +168,22 @@ def circuit_tracer_run(tmp_path_factory):
     )
     assert run.returncode == 0, run.stderr[-3000:]
     info = json.loads(run.stdout.strip().splitlines()[-1])
-    return {"tmp": tmp, "info": info, "out": torch.load(tmp / "out.pt"), "clt": clt, "x": x, "sets": sets}
+    out = torch.load(tmp / "out.pt")
+    return {
+        "tmp": tmp,
+        "info": info,
+        "out": out,
+        "clt": clts["clt"][0],
+        "x": clts["clt"][1],
+        "clts": clts,
+        "sets": sets,
+    }
 
 
-def test_circuit_tracer_computes_our_clt(circuit_tracer_run):
-    run, clt, x = circuit_tracer_run, circuit_tracer_run["clt"], circuit_tracer_run["x"]
-    info, theirs = run["info"]["clt"], run["out"]["clt"]
+@pytest.mark.parametrize("name", ["clt", "clt_batchtopk", "clt_batchtopk_model"])
+def test_circuit_tracer_computes_our_clt(circuit_tracer_run, name):
+    run, (clt, x) = circuit_tracer_run, circuit_tracer_run["clts"][name]
+    info, theirs = run["info"][name], run["out"][name]
     assert run["info"]["version"] == "0.5.0"
     assert (info["class"], info["n_layers"], info["d_transcoder"], info["skip"]) == (
         "CrossLayerTranscoder",
@@ -174,12 +192,21 @@ def test_circuit_tracer_computes_our_clt(circuit_tracer_run):
         False,
     )
     assert (info["input_hook"], info["output_hook"]) == ("ln2.hook_normalized", "hook_mlp_out")
-    assert info["config"]["model_kind"] == "cross_layer_transcoder" and info["scan"] == "clt-test"
+    assert info["config"]["model_kind"] == "cross_layer_transcoder"
+    assert info["scan"] == ("clt-test" if name == "clt" else name)
     reference = folded(clt)
-    pre = (
-        torch.einsum("nld,ldf->nlf", x, reference.W_enc) + reference.b_enc
-    )  # raw inputs, as circuit-tracer reads
-    assert_clear_of_thresholds(pre, reference.threshold)
+    # Raw inputs, as circuit-tracer reads them; each feature's inference threshold.
+    pre = torch.einsum("nld,ldf->nlf", x, reference.W_enc) + reference.b_enc
+    if name == "clt":
+        threshold = reference.threshold
+    else:
+        threshold = (
+            reference.batch_threshold.view(-1, 1)
+            if reference.cfg.topk_scope == "layer"
+            else reference.batch_threshold
+        )
+        assert reference.batch_threshold.numel() == (L if reference.cfg.topk_scope == "layer" else 1)
+    assert_clear_of_thresholds(pre, threshold)
     with torch.no_grad():
         feats, recon = clt.encode(x), clt.reconstruct(x)
     assert 0 < (feats > 0).float().mean() < 0.9  # neither dead nor dense
@@ -291,3 +318,13 @@ def test_what_else_circuit_tracer_cannot_hold_is_refused(tmp_path):
             input_hook="hook_embed.{layer}",
             output_hook="blocks.{layer}.hook_mlp_out",
         )
+
+
+@pytest.mark.parametrize("name", ["clt_batchtopk", "clt_batchtopk_model"])
+def test_a_batchtopk_clt_comes_back_as_its_jumprelu_form(circuit_tracer_run, name):
+    clt, x = circuit_tracer_run["clts"][name]
+    loaded = load_sae(circuit_tracer_run["tmp"] / name)
+    assert isinstance(loaded, CrossLayerTranscoder) and loaded.architecture == "jumprelu"
+    with torch.no_grad():
+        assert torch.equal(loaded.encode(x), folded(clt).encode(x))
+        torch.testing.assert_close(loaded.reconstruct(x), clt.reconstruct(x), rtol=1e-5, atol=1e-5)
