@@ -63,7 +63,7 @@ def tensor_column(array: np.ndarray) -> pa.Array:
 def _column_array(column: pa.ChunkedArray) -> np.ndarray:
     """A tensor column as [rows, *row shape] (the shape from Ray's tensor type), a plain one as [rows]."""
     array = column.combine_chunks()
-    shape = tuple(getattr(array.type, "shape", None) or ())
+    shape: tuple[int, ...] = tuple(getattr(array.type, "shape", None) or ())
     if isinstance(array, pa.ExtensionArray):
         array = array.storage
     rows = len(array)
