@@ -13,7 +13,7 @@ import torch
 
 from raysae.activations.generation import from_storage
 from raysae.analysis.encode import encode_contexts, keep_mask
-from raysae.checkpoint import load_sae
+from raysae.checkpoint import load_single_layer_sae
 from raysae.config import AnalysisConfig
 from raysae.devices import resolve_device
 
@@ -27,7 +27,7 @@ class SAEEncoder:
     def __init__(self, sae_dirs: list[str], column: str, dtype: str, excluded_ids: list[int], threads: int):
         torch.set_num_threads(max(1, threads))
         self.device = resolve_device("auto")
-        self.saes = [load_sae(d, self.device) for d in sae_dirs]
+        self.saes = [load_single_layer_sae(d, self.device) for d in sae_dirs]
         self.column, self.dtype, self.excluded = column, dtype, excluded_ids
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -41,7 +41,7 @@ from raysae.analysis.stats import (
     select_examples,
 )
 from raysae.analysis.token_text import TokenText
-from raysae.checkpoint import CFG_FILE, load_sae, read_record
+from raysae.checkpoint import CFG_FILE, load_single_layer_sae, read_record
 from raysae.config import AnalysisConfig, RaysaeConfig, redact
 from raysae.config.resolve import embedded_store_problem, store_uri
 from raysae.errors import ConfigError
@@ -180,7 +180,7 @@ def analyze_group(
     seconds = time.perf_counter() - started
     log.debug("encoded %d contexts with %d SAE(s) in %.1f s", n_contexts, len(sae_dirs), seconds)
 
-    saes = [load_sae(d) for d in sae_dirs]
+    saes = [load_single_layer_sae(d) for d in sae_dirs]
     stats, actors = merge_statistics(encoded, saes, a)
     del encoded
     seconds_stats = time.perf_counter() - started

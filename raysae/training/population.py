@@ -162,6 +162,10 @@ def train_population(
     if len(outs) > 1:
         raise ValueError(f"the population's transcoders write different widths {sorted(outs)}")
     d_out = outs.pop() if outs else None
+    depths = {getattr(m.sae, "n_layers", None) for m in population.members}
+    if len(depths) > 1:
+        raise ValueError("a population mixes single-layer and multi-layer dictionaries (or layer counts)")
+    layers = depths.pop()  # a multi-layer dictionary's batches are [rows, L, d]
     world = population.members[0].trainer.world_size
     init_rows = math.ceil(init_tokens / world)
     pending: list[Batch] = []
@@ -171,7 +175,7 @@ def train_population(
         population.initialize(share_init_rows(rows) if share_init_rows else rows)
 
     for index, batch in enumerate(batches):
-        check_batch(batch, d_in, index, d_out)
+        check_batch(batch, d_in, index, d_out, layers=layers)
         batch = batch_to(batch, device)
         if not population.initialized:
             pending.append(batch)
