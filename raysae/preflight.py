@@ -18,7 +18,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from raysae.activations.build import (
@@ -36,7 +36,7 @@ from raysae.activations.streams import split_cache
 from raysae.config import RaysaeConfig, redact
 from raysae.config.resolve import store_uri, tracking_credentials, tracking_uri
 from raysae.errors import ConfigError
-from raysae.models import width_problems
+from raysae.models import MULTILAYER_KINDS, width_problems
 
 log = logging.getLogger("raysae.preflight")
 
@@ -176,7 +176,8 @@ def check_widths(configs: Sequence[RaysaeConfig], d_in: int) -> None:
     for i, c in enumerate(configs):
         swept = f" (SAE {i} of the sweep)" if len(configs) > 1 else ""
         kind = c.sae.kind
-        if kind != "sae" and len(training_hooks(c)) < 2:
+        problems += [(path, f"{msg}{swept}") for path, msg in multilayer_problems(c)]
+        if kind not in MULTILAYER_KINDS and kind != "sae" and len(training_hooks(c)) < 2:
             problems.append(
                 (
                     "model.hook_point_out",
@@ -188,6 +189,33 @@ def check_widths(configs: Sequence[RaysaeConfig], d_in: int) -> None:
             problems.append(("sae.d_in", f"is {c.sae.d_in} but the activations have width {d_in}{swept}"))
     if problems:
         raise ConfigError(problems[:1] if len({p for p, _ in problems}) == 1 else problems)
+
+
+def multilayer_problems(cfg: RaysaeConfig) -> Iterator[tuple[str, str]]:
+    """How `sae.kind`, `model.layers`, the output hook and `train.feature_shards` disagree."""
+    kind, layers = cfg.sae.kind, cfg.model.layers
+    if kind in MULTILAYER_KINDS and layers is None:
+        yield "model.layers", f"sae.kind={kind} reads several layers: list them, e.g. [0, 1, 2]"
+    if kind not in MULTILAYER_KINDS and layers is not None:
+        yield (
+            "model.layers",
+            f"only multi-layer dictionaries (sae.kind clt or crosscoder) read several layers, not sae.kind={kind}",
+        )
+    if kind == "clt" and cfg.model.hook_point_out is None:
+        yield (
+            "model.hook_point_out",
+            "a CLT writes every later layer's output hook, e.g. 'blocks.{layer}.hook_mlp_out'",
+        )
+    if kind == "crosscoder" and cfg.model.hook_point_out is not None:
+        yield "model.hook_point_out", "a crosscoder reconstructs the layers it reads: leave it empty"
+    if cfg.train.feature_shards > 1:
+        # The sharded step (raytrain.feature_shards, SAETrainer) is tested under torch.distributed;
+        # the Ray Train worker does not yet build shards, so a run would silently not be sharded.
+        yield (
+            "train.feature_shards",
+            "feature sharding is not yet wired into `raysae train` / `raysae sweep` (every worker would "
+            "hold every feature): use 1",
+        )
 
 
 def check_tracking(cfg: RaysaeConfig, timeout: float = SERVER_TIMEOUT_S) -> None:

@@ -30,11 +30,11 @@ import torch.distributed as dist
 
 from raysae import filesystem, progress
 from raysae.activations import iter_activation_batches, load_model
-from raysae.activations.build import training_hooks
+from raysae.activations.layers import expand_hooks, training_columns
 from raysae.activations.streams import evaluation_contexts, training_rows, write_position
 from raysae.config import RaysaeConfig
 from raysae.errors import ConfigError
-from raysae.metrics import ce_loss_recovered, evaluate
+from raysae.metrics import ce_loss_recovered, evaluate, evaluate_layers, replacement_ce
 from raysae.models import build_sae
 from raysae.ray_runtime import quiet_ray
 from raysae.run_dir import RunDir
@@ -98,8 +98,10 @@ def _gather_tensor(rows: torch.Tensor) -> torch.Tensor:
 
 def paired_columns(cfg: RaysaeConfig) -> tuple[str, ...] | None:
     """The columns a paired cache's (or live source's) rows are read as, (input, target), or
-    None where the training stream holds the input hook alone."""
-    return ("acts", "acts_1") if len(training_hooks(cfg)) > 1 else None
+    None where the training stream holds the input alone (a multi-layer cache's inputs are one
+    stacked column, so a crosscoder's rows are one column too)."""
+    columns = training_columns(cfg)
+    return columns if len(columns) > 1 else None
 
 
 def _training_stream(cfg: RaysaeConfig, tokens: int, rank: int, world: int, device: torch.device):
@@ -197,10 +199,11 @@ def train_loop_per_worker(config: dict) -> None:
     if d_in is None or (paired_columns(base) and d_out is None):
         first = next(reader)
         x, y = split_batch(first)
-        d_in, d_out = x.shape[1], None if y is None else y.shape[1]
+        d_in, d_out = x.shape[-1], None if y is None else y.shape[-1]  # [rows, (L,) d]
         batches = itertools.chain([first], reader)
     try:
-        saes = [build_sae(m.sae, d_in, d_out).to(device) for m in job.members]
+        n_layers = None if base.model.layers is None else len(base.model.layers)
+        saes = [build_sae(m.sae, d_in, d_out, n_layers=n_layers).to(device) for m in job.members]
     except ConfigError as exc:
         # Bad input, the same on every worker: hand it to the driver rather than raise,
         # which Ray Train would retry (FailureConfig) to the same end.
@@ -285,11 +288,15 @@ def train_loop_per_worker(config: dict) -> None:
                 assert tracker is not None  # rank 0 evaluates
                 # Periodic evaluations skip the latents' pairwise cosines (2 d_sae^2 d_in multiply-adds):
                 # the final one (training.finish) computes them once.
-                row.update(
-                    evaluate(
+                if base.model.layers is not None:
+                    metrics = evaluate_layers(
+                        m.sae, held_out.batches(), layers=base.model.layers, dense_threshold=t.dense_threshold
+                    )
+                else:
+                    metrics = evaluate(
                         m.sae, held_out.batches(), dense_threshold=t.dense_threshold, latent_similarity=False
                     )
-                )
+                row.update(metrics)
                 tracker.log_metrics(
                     i,
                     {f"eval/{k}": v for k, v in row.items() if k not in ("sae_id", "error")},
@@ -375,12 +382,29 @@ def _finish(
         record = {"sae_id": sae_id, "mlflow_run_id": tracker.run_ids[i], "resumed_from_tokens": resumed_from}
         if ce_model is not None:
             model, tokens_ce, mask = ce_model
-            out_hook = cfg.model.hook_point_out if m.sae.is_transcoder else None
-            ce = ce_loss_recovered(
-                model, tokens_ce, m.sae, cfg.model.hook_point, splice_mask=mask, hook_point_out=out_hook
-            )
-            extra = {"ce_loss_recovered": ce["ce_loss_recovered"], "kl_sae": ce["kl_sae"]}
-            record["ce"] = ce
+            if cfg.model.layers is not None:
+                inputs, targets = expand_hooks(cfg)
+                try:
+                    ce = replacement_ce(
+                        model,
+                        tokens_ce,
+                        m.sae,
+                        inputs,
+                        targets or inputs,
+                        layers=cfg.model.layers,
+                        splice_mask=mask,
+                    )
+                except ValueError as exc:  # e.g. a whole-model top-k CLT has no one-forward replacement
+                    log.warning("%s: no replacement-model CE: %s", sae_id, exc)
+                    ce = None
+            else:
+                out_hook = cfg.model.hook_point_out if m.sae.is_transcoder else None
+                ce = ce_loss_recovered(
+                    model, tokens_ce, m.sae, cfg.model.hook_point, splice_mask=mask, hook_point_out=out_hook
+                )
+            if ce is not None:
+                extra = {"ce_loss_recovered": ce["ce_loss_recovered"], "kl_sae": ce["kl_sae"]}
+                record["ce"] = ce
         row = finish_sae(
             m.sae,
             held_out.batches(),

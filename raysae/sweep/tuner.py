@@ -411,6 +411,11 @@ def _run_held(
             sweep_document(cfg.name, finished, metric=cfg.sweep.metric, mode=cfg.sweep.mode, png=png)
         )
         picked = select_saes(rows, cfg.analysis.which, cfg.sweep.metric, cfg.sweep.mode)
+        if cfg.model.layers is not None:
+            # The per-feature analysis reads one hook per SAE; multi-layer dictionaries are not
+            # analysed yet (their checkpoints, metrics and replacement CE are written).
+            log.warning("analysis skipped: multi-layer dictionaries (model.layers) are not analysed yet")
+            picked = []
         analyzed = analyze(cfg, [run.sae(sae_id) for sae_id in picked], store=store)
     for row in rows:
         row["analyzed"] = any(a["sae_id"] == row["sae_id"] for a in analyzed)

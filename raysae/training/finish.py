@@ -17,8 +17,9 @@ from typing import Any
 from raysae.checkpoint import read_saelens_cfg, save_sae, write_json_beside
 from raysae.config import RaysaeConfig
 from raysae.metrics.evaluate import Evaluation, evaluate_in_detail
+from raysae.metrics.multilayer import evaluate_layers
 from raysae.metrics.saebench import SAEBENCH_CORE_FILE, saebench_core_output
-from raysae.models import SparseAutoencoder
+from raysae.models import MultiLayerDictionary, SparseAutoencoder
 from raysae.run_dir import RunDir
 from raysae.training.batch import Batch, first_rows, nonfinite_rows
 
@@ -85,6 +86,8 @@ def finish_sae(
     A row with an `error` (a non-finite metric) is an SAE that was not saved.
     """
     rows = NonFiniteRows(held_out, config.train.eval_tokens)
+    if isinstance(sae, MultiLayerDictionary):
+        return _finish_multilayer(sae, rows, config, sae_id, seconds, tokens, extra_metrics, record)
     evaluation = evaluate_in_detail(
         sae, rows, dense_threshold=config.train.dense_threshold, max_tokens=config.train.eval_tokens
     )
@@ -106,6 +109,36 @@ def finish_sae(
     write_saebench_core(
         directory, evaluation, config, sae, sae_id, tokens=tokens, ce=(record or {}).get("ce")
     )
+    return {**row, **metrics, "tokens": tokens, "seconds": round(seconds, 1)}
+
+
+def _finish_multilayer(
+    sae: MultiLayerDictionary,
+    rows: NonFiniteRows,
+    config: RaysaeConfig,
+    sae_id: str,
+    seconds: float,
+    tokens: int | None,
+    extra_metrics: Mapping[str, float] | None,
+    record: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """`finish_sae` for a CLT or crosscoder: pooled and per-layer metrics (`evaluate_layers`);
+    SAEBench's core layout describes one hook, so there is no `saebench_core.json`."""
+    metrics = evaluate_layers(
+        sae,
+        rows,
+        layers=config.model.layers,
+        dense_threshold=config.train.dense_threshold,
+        max_tokens=config.train.eval_tokens,
+    )
+    metrics.update(extra_metrics or {})
+    tokens = config.train.total_tokens if tokens is None else tokens
+    row = {"sae_id": sae_id, "architecture": sae.architecture, "kind": sae.kind}
+    problem = nonfinite_problem(metrics, rows, config)
+    if problem is not None:
+        return {**row, "error": problem, "tokens": tokens, "seconds": round(seconds, 1)}
+    full_record = {"metrics": metrics, "tokens": tokens, "seconds": seconds, **(record or {})}
+    save_sae(sae, RunDir.of(config).sae(sae_id), config=config, record=full_record)
     return {**row, **metrics, "tokens": tokens, "seconds": round(seconds, 1)}
 
 
