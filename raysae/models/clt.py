@@ -85,17 +85,43 @@ class CrossLayerTranscoder(MultiLayerDictionary):
         h = torch.bmm(x_n.transpose(0, 1), self.W_enc).transpose(0, 1)
         return h + self.b_enc.to(h.dtype)
 
-    def decode_partial(self, acts: Tensor) -> Tensor:
+    def decode_partial(self, acts: Tensor, kept_per_token: int | None = None) -> Tensor:
         batch = acts.shape[0]
         total = None
         for layer, w in enumerate(self.W_dec):
-            out = (acts[:, layer] @ w.flatten(1).to(acts.dtype)).view(
-                batch, self.n_layers - layer, self.d_out
-            )
+            weight = w.flatten(1).to(acts.dtype)
+            kept = self._kept(acts[:, layer], kept_per_token)
+            if kept is None:
+                out = acts[:, layer] @ weight
+            else:  # the few kept features' decoder rows, summed (as ActiveLatents.decode)
+                values, indices = kept
+                out = F.embedding_bag(indices, weight, per_sample_weights=values, mode="sum")
+            out = out.view(batch, self.n_layers - layer, self.d_out)
             out = F.pad(out, (0, 0, layer, 0))  # nothing for the layers before its own
             total = out if total is None else total + out
         assert total is not None  # at least one layer
         return total
+
+    def _kept(self, acts: Tensor, bound: int | None = None) -> tuple[Tensor, Tensor] | None:
+        """One layer's kept features `[batch, n]` as (values, indices) for the sparse decode, or
+        None to decode densely. The decode then costs n, not F, decoder rows per token and layer
+        (a CLT's rows are long: (L - l) x d_out), with the same result and the same gradients:
+        top-k and BatchTopK pass no gradient to the features they did not keep. Not JumpReLU,
+        whose threshold gradient reads the features' gradient near the threshold, kept or not.
+        `bound` is what the caller knows of the count per token (k of a per-layer top-k, AuxK's
+        k_aux); without one the count is read on the host where that is free (the CPU)."""
+        if not self.sparse_decode or acts.ndim != 2 or self.architecture not in ("topk", "batchtopk"):
+            return None
+        if bound is not None:
+            n = min(bound, acts.shape[-1])
+        elif acts.device.type == "cpu":
+            n = max(int((acts != 0).sum(-1).max()), 1)  # at least one (a 0 where none fired)
+        else:
+            return None
+        if 4 * n > acts.shape[-1]:  # a dense matmul is as cheap
+            return None
+        values, indices = acts.topk(n, dim=-1, sorted=False)  # activations are >= 0: the kept first
+        return values, indices
 
     def skip(self, x_n: Tensor) -> Tensor | None:
         if self.W_skip is None:

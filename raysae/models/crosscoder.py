@@ -57,7 +57,7 @@ class Crosscoder(MultiLayerDictionary):
         h = x_n.flatten(1) @ self.W_enc.flatten(0, 1)
         return h + self.b_enc.to(h.dtype)
 
-    def decode_partial(self, acts: Tensor) -> Tensor:
+    def decode_partial(self, acts: Tensor, kept_per_token: int | None = None) -> Tensor:
         return (acts @ self.W_dec.flatten(1).to(acts.dtype)).view(acts.shape[0], self.n_layers, self.d_out)
 
     def _fold_decoders(self, t: Tensor) -> None:

@@ -156,8 +156,9 @@ class MultiLayerDictionary(nn.Module):
     is_transcoder: bool
     unit_norm_decoder = True
     """Each feature's decoder rows, concatenated over the layers it writes, have unit norm."""
-    sparse_decode = False
-    """Decodes from dense activations (the trainer reads the flag on SAEs)."""
+    sparse_decode = True
+    """A CLT decodes top-k and BatchTopK features from the kept ones (`CrossLayerTranscoder._kept`);
+    False is the dense reference path (the tests compare the two)."""
     W_enc: Tensor
     """`[L, d_in, F]`: layer l's inputs -> this shard's features."""
     W_skip: Tensor | None
@@ -273,7 +274,7 @@ class MultiLayerDictionary(nn.Module):
         """Normalised inputs `[batch, L, d_in]` -> pre-activations `[batch, *feature_shape]`."""
         raise NotImplementedError
 
-    def decode_partial(self, acts: Tensor) -> Tensor:
+    def decode_partial(self, acts: Tensor, kept_per_token: int | None = None) -> Tensor:
         """This shard's features' part of the reconstruction `[batch, L, d_out]` (no `b_dec`)."""
         raise NotImplementedError
 
@@ -391,8 +392,15 @@ class MultiLayerDictionary(nn.Module):
         skip = self.skip(self._inputs(x))
         return out if skip is None else out + skip / self.output_scale[:, None]
 
+    def kept_per_token(self) -> int | None:
+        """The most features a layer keeps per token when the activation bounds it (a per-layer
+        top-k: k), for the sparse decode; None when the count varies."""
+        if self.architecture == "topk" and self.cfg.topk_scope == "layer":
+            return self.k
+        return None
+
     def _reconstruct_normalised(self, x_n: Tensor, acts: Tensor) -> Tensor:
-        recon = self.comm.reduce(self.decode_partial(acts)) + self.b_dec
+        recon = self.comm.reduce(self.decode_partial(acts, self.kept_per_token())) + self.b_dec
         skip = self.skip(x_n)
         return recon if skip is None else recon + skip
 
@@ -428,7 +436,7 @@ class MultiLayerDictionary(nn.Module):
         residual = (y_n - recon_n).detach()
         # Live features at -inf: picks beyond the dead ones are relu(-inf) = 0.
         acts = select_topk(pre.masked_fill(~dead_mask, float("-inf")), self.k_aux, self.comm)
-        aux_recon = self.comm.reduce(self.decode_partial(acts))
+        aux_recon = self.comm.reduce(self.decode_partial(acts, self.k_aux))
         loss = self.cfg.aux_coefficient * (aux_recon - residual).pow(2).sum((-2, -1)).mean()
         any_dead = self.comm.reduce(dead_mask.any().to(loss.dtype)) > 0
         return torch.where(any_dead, loss, torch.zeros_like(loss))

@@ -456,3 +456,40 @@ def test_a_sharded_clt_is_the_unsharded_clt(settings):
             torch.testing.assert_close(got[n:], expected[-2 * L :])
             fired = expected[: 16 * L].view(L, 16)[:, index * 4 : (index + 1) * 4].reshape(-1)
             torch.testing.assert_close(got[:n], fired)
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        dict(architecture="topk"),
+        dict(architecture="topk", topk_scope="model"),
+        dict(architecture="batchtopk"),
+    ],
+    ids=["topk", "topk-model", "batchtopk"],
+)
+def test_the_sparse_decode_is_the_dense_decode_with_the_same_gradients(settings):
+    # d_sae 16, k 2: few enough kept features that the sparse path is taken (4 n <= F).
+    x, y = batch()
+    dead = torch.rand(L, 16, generator=torch.Generator().manual_seed(3)) < 0.5  # AuxK decodes k_aux
+    grads = []
+    for sparse in (True, False):
+        clt = random_clt(**settings, k_aux=3)
+        clt.sparse_decode = sparse
+        clt.train()
+        out = clt(x, y, dead_mask=dead)
+        assert out.aux_loss > 0
+        out.loss.backward()
+        acts = out.feature_acts.detach()
+        grads.append((out.reconstruction.detach(), {n: p.grad.clone() for n, p in clt.named_parameters()}))
+        if sparse:
+            assert clt._kept(acts[:, 0]) is not None  # the sparse path really ran
+    (r_sparse, g_sparse), (r_dense, g_dense) = grads
+    torch.testing.assert_close(r_sparse, r_dense, rtol=1e-5, atol=1e-5)
+    for name in g_dense:
+        torch.testing.assert_close(g_sparse[name], g_dense[name], rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_jumprelu_decodes_densely():
+    # Its threshold gradient reads the features' gradient near the threshold, kept or not.
+    clt = random_clt(architecture="jumprelu")
+    assert clt._kept(torch.ones(4, clt.n_local), 1) is None
