@@ -91,7 +91,16 @@ def run(venv: dict, *args: str, timeout: int = 300) -> subprocess.CompletedProce
 
 def test_the_wheel_holds_the_configs_templates_license_and_types(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
-    for config in ("quickstart", "topk", "batchtopk", "jumprelu", "relu", "architectures", "transcoders"):
+    for config in (
+        "quickstart",
+        "topk",
+        "batchtopk",
+        "jumprelu",
+        "relu",
+        "architectures",
+        "transcoders",
+        "clt",
+    ):
         assert f"raysae/configs/{config}.yaml" in names
     assert {"raysae/py.typed", "raysae/__main__.py", "raysae/assets.py"} <= names
     assert any(n.startswith("raysae/dashboard/templates/") and n.endswith(".html") for n in names)
