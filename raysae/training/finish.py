@@ -71,7 +71,7 @@ def nonfinite_problem(metrics: Mapping[str, Any], rows: NonFiniteRows, config: R
 
 
 def finish_sae(
-    sae: SparseAutoencoder,
+    sae: SparseAutoencoder | MultiLayerDictionary,
     held_out: Iterable[Batch],
     config: RaysaeConfig,
     sae_id: str,

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from raysae.config import TrainConfig
-from raysae.models import SparseAutoencoder
+from raysae.models import MultiLayerDictionary, SparseAutoencoder
 from raysae.training.batch import (
     Batch,
     batch_rows,
@@ -35,7 +35,13 @@ log = logging.getLogger("raysae.train")
 class Member:
     """One SAE of a population with its optimiser and schedules."""
 
-    def __init__(self, sae: SparseAutoencoder, cfg: TrainConfig, *, module: nn.Module | None = None):
+    def __init__(
+        self,
+        sae: SparseAutoencoder | MultiLayerDictionary,
+        cfg: TrainConfig,
+        *,
+        module: nn.Module | None = None,
+    ):
         self.sae = sae
         self.trainer = SAETrainer(sae, cfg, module=module)
         self.error: str | None = None

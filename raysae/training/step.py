@@ -10,7 +10,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from raysae.config import TrainConfig
-from raysae.models import SparseAutoencoder
+from raysae.models import MultiLayerDictionary, SparseAutoencoder
 from raysae.models.multilayer import _sharded_dim as sharded_dim
 from raysae.training.batch import Batch, nonfinite_rows, split_batch
 from raysae.training.schedule import annealed_k, lr_factor, ramp
@@ -108,7 +108,13 @@ class SAETrainer:
     the logged L0 sums the shards' firing counts.
     """
 
-    def __init__(self, sae: SparseAutoencoder, cfg: TrainConfig, *, module: nn.Module | None = None):
+    def __init__(
+        self,
+        sae: SparseAutoencoder | MultiLayerDictionary,
+        cfg: TrainConfig,
+        *,
+        module: nn.Module | None = None,
+    ):
         self.sae = sae
         self.module = module if module is not None else sae
         self.cfg = cfg
