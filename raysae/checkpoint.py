@@ -16,7 +16,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -85,9 +84,7 @@ def save_sae(
     if float(sae.input_scale) != 1.0:
         sae = copy.deepcopy(sae)
         sae.fold_input_scale()
-    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    tmp = filesystem.fresh_sibling_dir(path)
     metadata = saelens_metadata(config) if config is not None else {}
     if sae.is_transcoder and config is not None:
         # SAELens 6.54 keeps the output hook in the metadata only (TranscoderConfig has no field).
@@ -114,16 +111,8 @@ def save_sae(
     }
     full_record = redact(full_record)
     (tmp / RECORD_FILE).write_text(json.dumps(full_record, indent=2, default=str))
-    _replace_dir(tmp, path)
+    filesystem.replace_dir(tmp, path)
     return path
-
-
-def _replace_dir(new: Path, target: Path) -> None:
-    old = target.parent / f".{target.name}.old-{os.getpid()}"
-    if target.exists():
-        target.rename(old)
-    new.rename(target)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def read_json(file: filesystem.Location) -> dict[str, Any]:

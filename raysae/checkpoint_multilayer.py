@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from raysae import filesystem
 from raysae.circuit_tracer_format import CIRCUIT_TRACER_VERSION, save_circuit_tracer, unexpressible
 from raysae.config import RaysaeConfig, SAEConfig, redact
 from raysae.models import MULTILAYER_KINDS, CrossLayerTranscoder, MultiLayerDictionary, build_sae
@@ -50,9 +49,7 @@ def save_multilayer(
     if bool((model.input_scale != 1).any()) or bool((model.output_scale != 1).any()):
         model = copy.deepcopy(model)
         model.fold_input_scale()
-    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    tmp = filesystem.fresh_sibling_dir(path)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(tmp / MODEL_FILE))
     layers = config.model.layers if config is not None else None
@@ -79,11 +76,7 @@ def save_multilayer(
         full_record["circuit_tracer"] = _save_circuit_tracer(model, tmp / CIRCUIT_TRACER_DIR, config)
     full_record = redact({**full_record, **record})
     (tmp / record_file).write_text(json.dumps(full_record, indent=2, default=str))
-    old = path.parent / f".{path.name}.old-{os.getpid()}"
-    if path.exists():
-        path.rename(old)
-    tmp.rename(path)
-    shutil.rmtree(old, ignore_errors=True)
+    filesystem.replace_dir(tmp, path)
     return path
 
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 import copy
 import os
 import re
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -171,15 +170,9 @@ def save_circuit_tracer(
             _write(model, local, config, dtype)
         return str(directory)
     path = Path(directory)
-    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    tmp = filesystem.fresh_sibling_dir(path)
     _write(model, tmp, config, dtype)
-    old = path.parent / f".{path.name}.old-{os.getpid()}"
-    if path.exists():
-        path.rename(old)
-    tmp.rename(path)
-    shutil.rmtree(old, ignore_errors=True)
+    filesystem.replace_dir(tmp, path)
     return path
 
 

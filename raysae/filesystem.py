@@ -154,6 +154,26 @@ def staged_file(location: Location) -> Iterator[Path]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def fresh_sibling_dir(path: Path) -> Path:
+    """An empty hidden folder beside the local folder `path`, named for this process, where a
+    replacement of `path` is written before `replace_dir` swaps it in (a leftover from an
+    interrupted write is removed first)."""
+    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+def replace_dir(new: Path, target: Path) -> None:
+    """Put the local folder `new` in the place of `target` (which need not exist): renames only,
+    so a reader sees the old folder or the new one, never a half-written one."""
+    old = target.parent / f".{target.name}.old-{os.getpid()}"
+    if target.exists():
+        target.rename(old)
+    new.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
 def make_dirs(location: Location) -> None:
     """Create a folder (a no-op on object stores, where folders are key prefixes)."""
     if not is_remote(location):

@@ -28,7 +28,7 @@ MAY_IMPORT = {
         "checkpoint_multilayer",
         "circuit_tracer_format",
     },
-    "checkpoint_multilayer": {"circuit_tracer_format", "config", "models"},
+    "checkpoint_multilayer": {"circuit_tracer_format", "config", "filesystem", "models"},
     "circuit_tracer_format": {"config", "devices", "filesystem", "models"},
     "run_dir": {"config", "filesystem"},
     "training": {"config", "models", "metrics", "checkpoint", "run_dir", "devices", "errors"},
